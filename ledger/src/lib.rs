@@ -1,0 +1,31 @@
+//! # tally-ledger
+//!
+//! Owns who signs and what they sign: a node's ed25519 [`Identity`] and [`PeerId`], the
+//! [`NetworkId`], the double-signed cumulative [`Receipt`] with its signed bytes, single and batch
+//! verification, the sans-I/O logic of one pair's receipt chain ([`pair`]), and the sled-backed
+//! [`Store`] of the latest receipt of every known pair, with its conflict proofs.
+//!
+//! It must not do network I/O, start threads or async runtimes, or read a clock: time and
+//! randomness come in as arguments, so the node and the testnet's simulator drive the same code.
+//! Its only disk I/O is the store and the identity file.
+//!
+//! The layout: [`id`] (keys), [`receipt`] (the record and its rules), [`pair`] (the two sides of
+//! one chain), [`store`] (persistence), [`error`] (what can go wrong, in words a user can act on).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bytes;
+pub mod error;
+pub mod id;
+pub mod pair;
+pub mod receipt;
+pub mod store;
+
+pub use error::{IdentityError, ParseError, Refusal, StoreError, VerifyError};
+pub use id::{Identity, NetworkId, PeerId, Signature};
+pub use pair::{DownloaderPair, Resync, UploaderPair};
+pub use receipt::{
+    BatchVerdict, ConflictProof, Order, Pair, Proposal, Receipt, ReceiptBody, VerifiedReceipt,
+    verify_batch,
+};
+pub use store::{Applied, CheckReport, Store, StoreConfig, Totals};

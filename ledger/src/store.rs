@@ -1,0 +1,546 @@
+//! The receipt store: the latest receipt of every pair this node knows, the conflict proofs and
+//! the keys they mark dishonest, on disk.
+//!
+//! sled is the backend, and stays behind this module: callers see [`Store`] and [`StoreError`]
+//! only, so the backend can change without touching them. Writes become durable at
+//! [`Store::flush`]; flush before sending your own signature on a receipt.
+//!
+//! Two weaknesses of sled 0.34 are handled here. A kill while sled writes its start-up snapshot
+//! leaves an incomplete `snap.*.generating` file that makes the next open fail with
+//! `Corruption`; such a file is never complete (sled renames it when done), so [`Store::open`]
+//! removes it, under the store's own lock, before opening. And sled's default cache is 1 GiB;
+//! [`StoreConfig::cache_capacity`] bounds it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+use crate::id::{NetworkId, PeerId};
+use crate::receipt::{ConflictProof, Order, Pair, Receipt, VerifiedReceipt};
+
+const LOCK_FILE: &str = "LOCK";
+const DB_DIR: &str = "db";
+const META_NETWORK: &[u8] = b"network_id";
+const META_FORMAT: &[u8] = b"format";
+const FORMAT_VERSION: &[u8] = b"1";
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Bytes of page cache the backend may keep in memory.
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What [`Store::apply`] did with a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored as the pair's latest; `replaced` is the seq it superseded, if any.
+    New {
+        /// Seq of the superseded receipt.
+        replaced: Option<u64>,
+    },
+    /// The store already held this statement.
+    Duplicate,
+    /// The store holds a newer receipt of this pair; nothing changed.
+    Stale,
+    /// Contradicts the held receipt: the proof is stored and both keys are now dishonest. The
+    /// held receipt stays the pair's latest.
+    Conflict(ConflictProof),
+}
+
+/// A peer's totals over the receipts it is part of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes the peer uploaded to others.
+    pub bytes_given: u64,
+    /// Credits others owe the peer for them.
+    pub credits_earned: u64,
+    /// Bytes the peer downloaded from others.
+    pub bytes_received: u64,
+    /// Credits the peer owes others for them.
+    pub credits_spent: u64,
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Latest receipts held, one per pair.
+    pub pairs: u64,
+    /// Receipts checked: the latest ones plus the two in each conflict proof.
+    pub receipts: u64,
+    /// Conflict proofs held.
+    pub conflicts: u64,
+    /// Keys marked dishonest.
+    pub dishonest: u64,
+    /// Problems found, each described; empty for a sound store.
+    pub problems: Vec<String>,
+}
+
+/// The receipt store. Cheap to share between threads by reference; all methods take `&self`.
+pub struct Store {
+    path: PathBuf,
+    network: NetworkId,
+    db: sled::Db,
+    /// uploader ‖ downloader → postcard(Receipt)
+    receipts: sled::Tree,
+    /// downloader ‖ uploader → () : finds the pairs a peer downloads in.
+    by_downloader: sled::Tree,
+    /// uploader ‖ downloader ‖ proof id → postcard(ConflictProof)
+    conflicts: sled::Tree,
+    /// key → id of a proof against it
+    dishonest: sled::Tree,
+    /// Held for the store's lifetime: one process per store.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn pair_key(pair: &Pair) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(pair.uploader.as_bytes());
+    key[32..].copy_from_slice(pair.downloader.as_bytes());
+    key
+}
+
+fn peer_at(key: &[u8], offset: usize) -> Option<PeerId> {
+    key.get(offset..offset + 32)
+        .and_then(|slice| slice.try_into().ok())
+        .map(PeerId)
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path` for `network`. Fails with a clear error
+    /// if another process holds it, if it belongs to another network, or if it is damaged.
+    pub fn open(
+        path: impl AsRef<Path>,
+        network: NetworkId,
+        config: StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&path).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(LOCK_FILE))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path }),
+            Err(TryLockError::Error(source)) => return Err(io(source)),
+        }
+        let db_path = path.join(DB_DIR);
+        remove_incomplete_snapshots(&db_path).map_err(io)?;
+        let db = open_backend(&path, &db_path, config)?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| backend_error(&path, e));
+        let store = Self {
+            receipts: tree("receipts")?,
+            by_downloader: tree("by_downloader")?,
+            conflicts: tree("conflicts")?,
+            dishonest: tree("dishonest")?,
+            path: path.clone(),
+            network,
+            db,
+            _lock: lock,
+        };
+        store.check_meta()?;
+        store.repair_dishonest()?;
+        Ok(store)
+    }
+
+    fn check_meta(&self) -> Result<(), StoreError> {
+        let err = |e| backend_error(&self.path, e);
+        match self.db.get(META_NETWORK).map_err(err)? {
+            Some(found) if found.as_ref() != self.network.as_bytes() => {
+                let found: [u8; 32] =
+                    found
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::BadRecord {
+                            key: "network_id".into(),
+                            detail: format!("{} bytes, expected 32", found.len()),
+                        })?;
+                Err(StoreError::WrongNetwork {
+                    path: self.path.clone(),
+                    expected: self.network,
+                    found: NetworkId(found),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.db
+                    .insert(META_NETWORK, self.network.as_bytes())
+                    .map_err(err)?;
+                self.db.insert(META_FORMAT, FORMAT_VERSION).map_err(err)?;
+                self.flush()
+            }
+        }
+    }
+
+    /// A proof is written before the flags it implies; a crash between the two is mended here.
+    fn repair_dishonest(&self) -> Result<(), StoreError> {
+        for proof in self.conflicts()? {
+            self.flag_dishonest(&proof)?;
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
+        |e| backend_error(&self.path, e)
+    }
+
+    /// The network this store holds receipts of.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies a verified receipt. Returns whether it was new, a duplicate, stale, or a conflict
+    /// (then the proof is stored and both keys flagged). Durable only after [`Store::flush`].
+    pub fn apply(&self, receipt: &VerifiedReceipt) -> Result<Applied, StoreError> {
+        let pair = receipt.pair();
+        let key = pair_key(&pair);
+        let encoded = encode(receipt.receipt());
+        // Index first: an index entry without its receipt (after a crash) is harmless.
+        let mut index_key = [0u8; 64];
+        index_key[..32].copy_from_slice(pair.downloader.as_bytes());
+        index_key[32..].copy_from_slice(pair.uploader.as_bytes());
+        loop {
+            let held = self.receipts.get(key).map_err(self.backend())?;
+            let replaced = match &held {
+                None => {
+                    self.by_downloader
+                        .insert(index_key, &[])
+                        .map_err(self.backend())?;
+                    None
+                }
+                Some(bytes) => {
+                    let held = decode::<Receipt>(&key, bytes)?;
+                    match held.body().order(&receipt.body()) {
+                        Order::Same => return Ok(Applied::Duplicate),
+                        Order::Older => return Ok(Applied::Stale),
+                        Order::Newer => Some(held.seq),
+                        Order::Conflict => {
+                            return self.record_conflict(held, *receipt.receipt());
+                        }
+                    }
+                }
+            };
+            let swapped = self
+                .receipts
+                .compare_and_swap(key, held, Some(encoded.as_slice()))
+                .map_err(self.backend())?;
+            if swapped.is_ok() {
+                return Ok(Applied::New { replaced });
+            }
+            // Another thread changed the pair in between: classify again.
+        }
+    }
+
+    fn record_conflict(&self, held: Receipt, incoming: Receipt) -> Result<Applied, StoreError> {
+        let proof = match ConflictProof::new(held, incoming) {
+            Ok(proof) => proof,
+            // `order` said Conflict, so `new` agrees; stay total all the same.
+            Err(_) => return Ok(Applied::Stale),
+        };
+        self.add_conflict(&proof)?;
+        Ok(Applied::Conflict(proof))
+    }
+
+    /// Stores a verified conflict proof (one received by gossip, say) and flags both keys.
+    /// Returns false if it was already held. The caller verifies it first
+    /// ([`ConflictProof::verify`]).
+    pub fn add_conflict(&self, proof: &ConflictProof) -> Result<bool, StoreError> {
+        let mut key = Vec::with_capacity(96);
+        key.extend_from_slice(&pair_key(&proof.pair()));
+        key.extend_from_slice(&proof.id());
+        let fresh = self
+            .conflicts
+            .insert(key, encode(proof))
+            .map_err(self.backend())?
+            .is_none();
+        self.flag_dishonest(proof)?;
+        Ok(fresh)
+    }
+
+    fn flag_dishonest(&self, proof: &ConflictProof) -> Result<(), StoreError> {
+        let pair = proof.pair();
+        for peer in [pair.uploader, pair.downloader] {
+            self.dishonest
+                .compare_and_swap(peer.as_bytes(), None as Option<&[u8]>, Some(&proof.id()[..]))
+                .map_err(self.backend())?
+                .ok();
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable. Call before acknowledging a receipt to anyone.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// The latest receipt of `pair`.
+    pub fn latest(&self, pair: &Pair) -> Result<Option<Receipt>, StoreError> {
+        let key = pair_key(pair);
+        self.receipts
+            .get(key)
+            .map_err(self.backend())?
+            .map(|bytes| decode(&key, &bytes))
+            .transpose()
+    }
+
+    /// Number of pairs held (one latest receipt each).
+    pub fn pair_count(&self) -> usize {
+        self.receipts.len()
+    }
+
+    /// Every latest receipt, in (uploader, downloader) order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Receipt, StoreError>> + '_ {
+        self.receipts.iter().map(move |entry| {
+            let (key, value) = entry.map_err(self.backend())?;
+            decode(&key, &value)
+        })
+    }
+
+    /// Every latest receipt `peer` is part of, as uploader or downloader.
+    pub fn receipts_of(&self, peer: &PeerId) -> Result<Vec<Receipt>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.receipts.scan_prefix(peer.as_bytes()) {
+            let (key, value) = entry.map_err(self.backend())?;
+            out.push(decode(&key, &value)?);
+        }
+        for entry in self.by_downloader.scan_prefix(peer.as_bytes()) {
+            let (key, _) = entry.map_err(self.backend())?;
+            if let Some(uploader) = peer_at(&key, 32) {
+                let pair = Pair {
+                    uploader,
+                    downloader: *peer,
+                };
+                out.extend(self.latest(&pair)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `peer`'s totals over the latest receipts it is part of.
+    pub fn totals(&self, peer: &PeerId) -> Result<Totals, StoreError> {
+        let mut totals = Totals::default();
+        for receipt in self.receipts_of(peer)? {
+            if receipt.uploader == *peer {
+                totals.bytes_given = totals.bytes_given.saturating_add(receipt.bytes);
+                totals.credits_earned = totals.credits_earned.saturating_add(receipt.credits);
+            } else {
+                totals.bytes_received = totals.bytes_received.saturating_add(receipt.bytes);
+                totals.credits_spent = totals.credits_spent.saturating_add(receipt.credits);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Every conflict proof held.
+    pub fn conflicts(&self) -> Result<Vec<ConflictProof>, StoreError> {
+        self.conflicts
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(self.backend())?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// Whether a conflict proof marks `peer` dishonest.
+    pub fn is_dishonest(&self, peer: &PeerId) -> Result<bool, StoreError> {
+        self.dishonest
+            .contains_key(peer.as_bytes())
+            .map_err(self.backend())
+    }
+
+    /// Every key a conflict proof marks dishonest.
+    pub fn dishonest(&self) -> Result<Vec<PeerId>, StoreError> {
+        self.dishonest
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key.map_err(self.backend())?;
+                peer_at(&key, 0).ok_or_else(|| StoreError::BadRecord {
+                    key: hex::encode(&key),
+                    detail: "dishonest key is not 32 bytes".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// For gossip: pair → seq of the latest receipt held.
+    pub fn summary(&self) -> Result<BTreeMap<Pair, u64>, StoreError> {
+        self.iter()
+            .map(|receipt| receipt.map(|r| (r.pair(), r.seq)))
+            .collect()
+    }
+
+    /// For gossip: the receipts newer than what `summary` says the other side holds.
+    pub fn newer_than(&self, summary: &BTreeMap<Pair, u64>) -> Result<Vec<Receipt>, StoreError> {
+        let mut out = Vec::new();
+        for receipt in self.iter() {
+            let receipt = receipt?;
+            if summary.get(&receipt.pair()).is_none_or(|&seq| seq < receipt.seq) {
+                out.push(receipt);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-verifies every record: each latest receipt's signatures, its key, each proof, each
+    /// flag. A sound store reports no problems.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let mut batch = Vec::with_capacity(CHECK_BATCH);
+        let check_batch = |batch: &mut Vec<(Vec<u8>, Receipt)>, report: &mut CheckReport| {
+            let receipts: Vec<Receipt> = batch.iter().map(|(_, r)| *r).collect();
+            let verdict = crate::receipt::verify_batch(&receipts, &self.network);
+            for (index, why) in verdict.rejected {
+                report.problems.push(format!(
+                    "receipt {} → {} seq {}: {why}",
+                    receipts[index].uploader, receipts[index].downloader, receipts[index].seq
+                ));
+            }
+            for (key, receipt) in batch.iter() {
+                if key.as_slice() != pair_key(&receipt.pair()) {
+                    report.problems.push(format!(
+                        "receipt {} → {} is stored under another pair's key",
+                        receipt.uploader, receipt.downloader
+                    ));
+                }
+            }
+            batch.clear();
+        };
+        for entry in self.receipts.iter() {
+            let (key, value) = entry.map_err(self.backend())?;
+            report.pairs += 1;
+            report.receipts += 1;
+            match decode::<Receipt>(&key, &value) {
+                Ok(receipt) => batch.push((key.to_vec(), receipt)),
+                Err(e) => report.problems.push(e.to_string()),
+            }
+            if batch.len() == CHECK_BATCH {
+                check_batch(&mut batch, &mut report);
+            }
+        }
+        check_batch(&mut batch, &mut report);
+        for proof in self.conflicts()? {
+            report.conflicts += 1;
+            report.receipts += 2;
+            if let Err(why) = proof.verify(&self.network) {
+                report
+                    .problems
+                    .push(format!("conflict proof on {:?}: {why}", proof.pair()));
+            }
+            let pair = proof.pair();
+            for peer in [pair.uploader, pair.downloader] {
+                if !self.is_dishonest(&peer)? {
+                    report
+                        .problems
+                        .push(format!("{peer} is in a conflict proof but not flagged"));
+                }
+            }
+        }
+        report.dishonest = self.dishonest.len() as u64;
+        Ok(report)
+    }
+
+    /// Bytes the backend's files take on disk.
+    pub fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(self.backend())
+    }
+}
+
+const CHECK_BATCH: usize = 1024;
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Encoding a fixed-shape struct into a Vec cannot fail.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::BadRecord {
+        key: hex::encode(key),
+        detail: e.to_string(),
+    })
+}
+
+fn backend_error(path: &Path, error: sled::Error) -> StoreError {
+    match error {
+        sled::Error::Io(source) => StoreError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// sled writes `snap.N.generating` and renames it to `snap.N` when complete, so one that is still
+/// `.generating` at open was cut short by a crash. Safe only under the store's lock.
+fn remove_incomplete_snapshots(db_path: &Path) -> std::io::Result<()> {
+    let entries = match fs::read_dir(db_path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn open_backend(path: &Path, db_path: &Path, config: StoreConfig) -> Result<sled::Db, StoreError> {
+    let sled_config = sled::Config::new()
+        .path(db_path)
+        .cache_capacity(config.cache_capacity)
+        .mode(sled::Mode::LowSpace);
+    // sled 0.34 can panic on some damaged files instead of returning an error; a damaged store
+    // must give the user an error, never take the node down.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || sled_config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(backend_error(path, e)),
+        Err(panic) => Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the backend panicked while opening".into()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
