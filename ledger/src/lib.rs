@@ -28,4 +28,4 @@ pub use receipt::{
     BatchVerdict, ConflictProof, Order, Pair, Proposal, Receipt, ReceiptBody, VerifiedReceipt,
     verify_batch,
 };
-pub use store::{Applied, CheckReport, Store, StoreConfig, Totals};
+pub use store::{Applied, CheckReport, Ingested, Store, StoreConfig, Totals};

@@ -57,6 +57,15 @@ pub enum Applied {
     Conflict(ConflictProof),
 }
 
+/// What [`Store::ingest`] did with one receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// It verified and was applied with this outcome.
+    Applied(Applied),
+    /// It did not verify, and was not applied.
+    Rejected(crate::error::VerifyError),
+}
+
 /// A peer's totals over the receipts it is part of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -256,6 +265,25 @@ impl Store {
             }
             // Another thread changed the pair in between: classify again.
         }
+    }
+
+    /// Verifies `receipts` in one batch and applies those that verify, in order: the path for
+    /// imports and gossip. Returns, per input receipt, what became of it. Not flushed.
+    pub fn ingest(&self, receipts: &[Receipt]) -> Result<Vec<Ingested>, StoreError> {
+        let verdict = crate::receipt::verify_batch(receipts, &self.network);
+        let mut out: Vec<Option<Ingested>> = vec![None; receipts.len()];
+        for (index, why) in verdict.rejected {
+            if let Some(slot) = out.get_mut(index) {
+                *slot = Some(Ingested::Rejected(why));
+            }
+        }
+        let mut verified = verdict.verified.iter();
+        for slot in out.iter_mut().filter(|slot| slot.is_none()) {
+            if let Some(receipt) = verified.next() {
+                *slot = Some(Ingested::Applied(self.apply(receipt)?));
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     fn record_conflict(&self, held: Receipt, incoming: Receipt) -> Result<Applied, StoreError> {
