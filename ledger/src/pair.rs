@@ -2,8 +2,12 @@
 //! received, what the uploader checks before it countersigns, and the re-sync of a pair when the
 //! two meet again. Time comes in as an argument; nothing here touches a socket or a disk.
 //!
-//! The caller's one duty: store and flush a receipt (see [`crate::store::Store::flush`]) before
-//! it sends its own signature on it, so a crash never loses a receipt the other side holds.
+//! The caller's duties, both "durable before sent": store and flush a receipt (see
+//! [`crate::store::Store::flush`]) before it sends its own signature on it, so a crash never
+//! loses a receipt the other side holds; and record a proposal
+//! ([`crate::store::Store::record_proposal`]) and flush before sending it, so that after a crash
+//! the downloader never signs a second body with a seq it already used (two such bodies, both
+//! countersigned, would be a conflict proof against it).
 
 use crate::error::Refusal;
 use crate::id::{Identity, NetworkId, PeerId};
@@ -13,6 +17,9 @@ use crate::receipt::{
 
 /// What re-syncing a pair with the other side's latest receipt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Returned once per exchange and consumed at once, never kept in bulk: boxing would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Resync {
     /// Both hold the same statement (or neither holds any).
     Agree,
@@ -21,7 +28,7 @@ pub enum Resync {
     /// The other side's receipt is newer and valid; it is now this side's latest.
     TheirsNewer(VerifiedReceipt),
     /// The other side's receipt contradicts ours: store and gossip the proof.
-    Conflict(ConflictProof),
+    Conflict(Box<ConflictProof>),
 }
 
 /// What both sides of a pair share: the network, the pair, and the latest receipt both signed.
@@ -62,7 +69,7 @@ impl Agreed {
                 Resync::TheirsNewer(verified)
             }
             Order::Conflict => match ConflictProof::new(ours, *theirs) {
-                Ok(proof) => Resync::Conflict(proof),
+                Ok(proof) => Resync::Conflict(Box::new(proof)),
                 Err(_) => Resync::Agree,
             },
         })
@@ -112,6 +119,27 @@ impl DownloaderPair {
         }
     }
 
+    /// Resumes after a restart from the last proposal this side made (from
+    /// [`crate::store::Store::last_proposal`]), so its seq is never used for another body.
+    pub fn with_last_proposal(mut self, last: Option<ReceiptBody>) -> Self {
+        self.last_proposed = last.filter(|body| body.pair() == self.agreed.pair);
+        if let Some(body) = self.last_proposed {
+            self.received_bytes = self.received_bytes.max(body.bytes);
+            self.owed_credits = self.owed_credits.max(body.credits);
+        }
+        self
+    }
+
+    /// The last body this side proposed, if any.
+    pub fn last_proposal(&self) -> Option<&ReceiptBody> {
+        self.last_proposed.as_ref()
+    }
+
+    /// Cumulative bytes received from the uploader, all time.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
     /// Counts `bytes` of verified payload received, for which `credits` are owed (equal to
     /// `bytes` at par).
     pub fn record_received(&mut self, bytes: u64, credits: u64) -> Result<(), Refusal> {
@@ -138,7 +166,7 @@ impl DownloaderPair {
 
     /// The next proposal, or `None` when everything received is already agreed. Never signs two
     /// bodies with one seq: an unanswered proposal with the same counters is sent again as it
-    /// was; new counters get a new seq.
+    /// was; new counters get a new seq. Record the body durably before sending it.
     pub fn propose(&mut self, me: &Identity, now_ms: u64) -> Option<Proposal> {
         let counters = (self.received_bytes, self.owed_credits);
         let agreed = self.agreed.latest.map(|r| (r.bytes, r.credits));
@@ -231,6 +259,11 @@ impl UploaderPair {
     /// Bytes sent but not yet acknowledged by a receipt both signed.
     pub fn unacknowledged(&self) -> u64 {
         self.sent_bytes.saturating_sub(self.agreed.bytes())
+    }
+
+    /// Cumulative bytes sent to the downloader, all time.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
     }
 
     /// Whether `next` more bytes fit in the downloader's credit `window`: sending stops while
@@ -352,3 +385,6 @@ impl UploaderPair {
         Ok(outcome)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -150,13 +150,9 @@ impl Proposal {
     /// Checks the shape and D's signature.
     pub fn verify(&self, network: &NetworkId) -> Result<(), VerifyError> {
         self.body.check_shape()?;
+        let key = key_of("downloader", &self.body.downloader)?;
         let signed = self.body.signed_bytes(network);
-        verify_one(
-            "downloader",
-            &self.body.downloader,
-            &self.sig_downloader,
-            signed.as_slice(),
-        )
+        verify_one("downloader", &key, &self.sig_downloader, signed.as_slice())
     }
 
     /// U's countersignature, making the proposal a receipt. Checks nothing: the caller has
@@ -229,19 +225,11 @@ impl Receipt {
     pub fn verify(&self, network: &NetworkId) -> Result<VerifiedReceipt, VerifyError> {
         let body = self.body();
         body.check_shape()?;
+        let down = key_of("downloader", &self.downloader)?;
+        let up = key_of("uploader", &self.uploader)?;
         let signed = body.signed_bytes(network);
-        verify_one(
-            "downloader",
-            &self.downloader,
-            &self.sig_downloader,
-            signed.as_slice(),
-        )?;
-        verify_one(
-            "uploader",
-            &self.uploader,
-            &self.sig_uploader,
-            signed.as_slice(),
-        )?;
+        verify_one("downloader", &down, &self.sig_downloader, signed.as_slice())?;
+        verify_one("uploader", &up, &self.sig_uploader, signed.as_slice())?;
         Ok(VerifiedReceipt(*self))
     }
 }
@@ -266,15 +254,17 @@ impl std::ops::Deref for VerifiedReceipt {
     }
 }
 
+fn key_of(role: &'static str, key: &PeerId) -> Result<VerifyingKey, VerifyError> {
+    key.verifying_key()
+        .ok_or(VerifyError::BadKey { role, key: *key })
+}
+
 fn verify_one(
     role: &'static str,
-    key: &PeerId,
+    verifying_key: &VerifyingKey,
     signature: &Signature,
     message: &[u8],
 ) -> Result<(), VerifyError> {
-    let verifying_key = key
-        .verifying_key()
-        .ok_or(VerifyError::BadKey { role, key: *key })?;
     if signature.is_unsigned() {
         return Err(VerifyError::MissingSignature { role });
     }
@@ -423,3 +413,6 @@ impl ConflictProof {
         *blake3::hash(&encoded).as_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests;

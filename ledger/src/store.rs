@@ -8,18 +8,25 @@
 //! Two weaknesses of sled 0.34 are handled here. A kill while sled writes its start-up snapshot
 //! leaves an incomplete `snap.*.generating` file that makes the next open fail with
 //! `Corruption`; such a file is never complete (sled renames it when done), so [`Store::open`]
-//! removes it, under the store's own lock, before opening. And sled's default cache is 1 GiB;
-//! [`StoreConfig::cache_capacity`] bounds it.
+//! removes it, under the store's own lock, before opening. sled's default cache is 1 GiB;
+//! [`StoreConfig::cache_capacity`] bounds it. And sled recovers the longest intact prefix of its
+//! log, so damage in the middle of a file silently drops every record after it; the store keeps a
+//! witness outside sled (the `FLUSHED` file: the sum of all latest seqs at the last flush, which
+//! only grows) and refuses to open a database that holds less than its witness says was durable.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use crate::error::StoreError;
 use crate::id::{NetworkId, PeerId};
-use crate::receipt::{ConflictProof, Order, Pair, Receipt, VerifiedReceipt};
+use crate::receipt::{ConflictProof, Order, Pair, Receipt, ReceiptBody, VerifiedReceipt};
 
 const LOCK_FILE: &str = "LOCK";
+const WITNESS_FILE: &str = "FLUSHED";
+const META_SEQ_SUM: &[u8] = b"seq_sum";
 const DB_DIR: &str = "db";
 const META_NETWORK: &[u8] = b"network_id";
 const META_FORMAT: &[u8] = b"format";
@@ -54,7 +61,7 @@ pub enum Applied {
     Stale,
     /// Contradicts the held receipt: the proof is stored and both keys are now dishonest. The
     /// held receipt stays the pair's latest.
-    Conflict(ConflictProof),
+    Conflict(Box<ConflictProof>),
 }
 
 /// What [`Store::ingest`] did with one receipt.
@@ -107,6 +114,12 @@ pub struct Store {
     conflicts: sled::Tree,
     /// key → id of a proof against it
     dishonest: sled::Tree,
+    /// uploader ‖ downloader → postcard(ReceiptBody): the last body this node proposed as
+    /// downloader, so a restart never reuses its seq.
+    proposals: sled::Tree,
+    /// Sum of the seqs of all latest receipts; grows with every new receipt. Written to the
+    /// database and then to the witness file at each flush.
+    seq_sum: AtomicU64,
     /// Held for the store's lifetime: one process per store.
     _lock: File,
 }
@@ -157,13 +170,28 @@ impl Store {
         }
         let db_path = path.join(DB_DIR);
         remove_incomplete_snapshots(&db_path).map_err(io)?;
+        let witness = read_witness(&path)?;
         let db = open_backend(&path, &db_path, config)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| backend_error(&path, e));
+        let seq_sum = match db.get(META_SEQ_SUM).map_err(|e| backend_error(&path, e))? {
+            Some(bytes) => u64_from(&bytes, "seq_sum")?,
+            None => 0,
+        };
+        if seq_sum < witness {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: format!(
+                    "it holds less than it had made durable (seq sum {seq_sum}, {witness} at the last flush): a damaged file cut records off"
+                ),
+            });
+        }
         let store = Self {
+            seq_sum: AtomicU64::new(seq_sum),
             receipts: tree("receipts")?,
             by_downloader: tree("by_downloader")?,
             conflicts: tree("conflicts")?,
             dishonest: tree("dishonest")?,
+            proposals: tree("proposals")?,
             path: path.clone(),
             network,
             db,
@@ -261,6 +289,8 @@ impl Store {
                 .compare_and_swap(key, held, Some(encoded.as_slice()))
                 .map_err(self.backend())?;
             if swapped.is_ok() {
+                let grown = receipt.seq - replaced.unwrap_or(0);
+                self.seq_sum.fetch_add(grown, AtomicOrdering::SeqCst);
                 return Ok(Applied::New { replaced });
             }
             // Another thread changed the pair in between: classify again.
@@ -293,7 +323,7 @@ impl Store {
             Err(_) => return Ok(Applied::Stale),
         };
         self.add_conflict(&proof)?;
-        Ok(Applied::Conflict(proof))
+        Ok(Applied::Conflict(Box::new(proof)))
     }
 
     /// Stores a verified conflict proof (one received by gossip, say) and flags both keys.
@@ -323,10 +353,50 @@ impl Store {
         Ok(())
     }
 
+    /// Records a body this node is about to propose as downloader (flush before sending it).
+    /// Keeps the one with the highest seq.
+    pub fn record_proposal(&self, body: &ReceiptBody) -> Result<(), StoreError> {
+        let key = pair_key(&body.pair());
+        let encoded = encode(body);
+        self.proposals
+            .fetch_and_update(key, |held| {
+                let newer = held
+                    .and_then(|bytes| postcard::from_bytes::<ReceiptBody>(bytes).ok())
+                    .is_none_or(|held| held.seq < body.seq);
+                if newer {
+                    Some(encoded.clone())
+                } else {
+                    held.map(<[u8]>::to_vec)
+                }
+            })
+            .map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// The last body this node proposed for `pair`, to resume a
+    /// [`crate::pair::DownloaderPair`] after a restart.
+    pub fn last_proposal(&self, pair: &Pair) -> Result<Option<ReceiptBody>, StoreError> {
+        let key = pair_key(pair);
+        self.proposals
+            .get(key)
+            .map_err(self.backend())?
+            .map(|bytes| decode(&key, &bytes))
+            .transpose()
+    }
+
     /// Makes every write so far durable. Call before acknowledging a receipt to anyone.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Every apply counted here wrote its receipt before counting it, so the sum written
+        // now never exceeds what this flush makes durable.
+        let seq_sum = self.seq_sum.load(AtomicOrdering::SeqCst);
+        self.db
+            .insert(META_SEQ_SUM, &seq_sum.to_be_bytes())
+            .map_err(self.backend())?;
         self.db.flush().map_err(self.backend())?;
-        Ok(())
+        write_witness(&self.path, seq_sum).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// The latest receipt of `pair`.
@@ -504,6 +574,43 @@ impl Store {
 }
 
 const CHECK_BATCH: usize = 1024;
+
+fn u64_from(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::BadRecord {
+        key: what.into(),
+        detail: format!("{} bytes, expected 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// The witness: what the last flush made durable, as decimal text. Missing means nothing yet.
+fn read_witness(store: &Path) -> Result<u64, StoreError> {
+    let path = store.join(WITNESS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt {
+            path: store.to_owned(),
+            detail: format!(
+                "{} is not a number; delete that file to open the store without checking it",
+                path.display()
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(StoreError::Io {
+            path: store.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replaces the witness atomically: a crash leaves the old value, which is never too high.
+fn write_witness(store: &Path, seq_sum: u64) -> std::io::Result<()> {
+    let tmp = store.join(format!("{WITNESS_FILE}.tmp"));
+    let mut file = File::create(&tmp)?;
+    writeln!(file, "{seq_sum}")?;
+    file.sync_all()?;
+    fs::rename(&tmp, store.join(WITNESS_FILE))?;
+    File::open(store)?.sync_all()
+}
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Encoding a fixed-shape struct into a Vec cannot fail.
