@@ -138,7 +138,9 @@ pub enum IdentityError {
         mode: u32,
     },
     /// An identity already exists and overwriting was not asked for.
-    #[error("an identity already exists at {path}; pass --force to replace it (the old identity and its standing are lost)")]
+    #[error(
+        "an identity already exists at {path}; pass --force to replace it (the old identity and its standing are lost)"
+    )]
     Exists {
         /// The file.
         path: PathBuf,

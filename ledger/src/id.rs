@@ -191,7 +191,10 @@ mod tests {
         let id = identity(7).peer_id();
         let text = id.to_string();
         assert_eq!(text.len(), 64);
-        assert!(text.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
         assert_eq!(text.parse::<PeerId>().unwrap(), id);
         assert_eq!(text.to_uppercase().parse::<PeerId>().unwrap(), id);
         assert!("abc".parse::<PeerId>().is_err());
@@ -240,9 +243,15 @@ mod tests {
         identity(3).save(&path, false).unwrap();
         let err = identity(4).save(&path, false).unwrap_err();
         assert!(matches!(err, IdentityError::Exists { .. }), "{err}");
-        assert_eq!(Identity::load(&path).unwrap().peer_id(), identity(3).peer_id());
+        assert_eq!(
+            Identity::load(&path).unwrap().peer_id(),
+            identity(3).peer_id()
+        );
         identity(4).save(&path, true).unwrap();
-        assert_eq!(Identity::load(&path).unwrap().peer_id(), identity(4).peer_id());
+        assert_eq!(
+            Identity::load(&path).unwrap().peer_id(),
+            identity(4).peer_id()
+        );
     }
 
     #[test]
@@ -254,10 +263,16 @@ mod tests {
         bytes.push(0);
         fs::write(&path, &bytes).unwrap();
         let err = Identity::load(&path).unwrap_err();
-        assert!(matches!(err, IdentityError::WrongLength { len: 33, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::WrongLength { len: 33, .. }),
+            "{err}"
+        );
         fs::write(&path, &bytes[..10]).unwrap();
         let err = Identity::load(&path).unwrap_err();
-        assert!(matches!(err, IdentityError::WrongLength { len: 10, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::WrongLength { len: 10, .. }),
+            "{err}"
+        );
     }
 
     #[cfg(unix)]
@@ -269,7 +284,10 @@ mod tests {
         identity(3).save(&path, false).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path).unwrap_err();
-        assert!(matches!(err, IdentityError::Permissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
     }
 

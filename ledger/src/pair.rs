@@ -11,9 +11,7 @@
 
 use crate::error::Refusal;
 use crate::id::{Identity, NetworkId, PeerId};
-use crate::receipt::{
-    ConflictProof, Order, Pair, Proposal, Receipt, ReceiptBody, VerifiedReceipt,
-};
+use crate::receipt::{ConflictProof, Order, Pair, Proposal, Receipt, ReceiptBody, VerifiedReceipt};
 
 /// What re-syncing a pair with the other side's latest receipt found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -191,7 +191,11 @@ pub struct Receipt {
 
 impl Receipt {
     /// Assembles a receipt from a body and two signatures (unchecked).
-    pub fn from_parts(body: ReceiptBody, sig_downloader: Signature, sig_uploader: Signature) -> Self {
+    pub fn from_parts(
+        body: ReceiptBody,
+        sig_downloader: Signature,
+        sig_uploader: Signature,
+    ) -> Self {
         Self {
             uploader: body.uploader,
             downloader: body.downloader,
@@ -336,9 +340,11 @@ pub fn verify_batch(receipts: &[Receipt], network: &NetworkId) -> BatchVerdict {
         .flat_map(|(_, signed)| [signed.as_slice(), signed.as_slice()])
         .collect();
     if ed25519_dalek::verify_batch(&messages, &sigs, &vkeys).is_ok() {
-        verdict
-            .verified
-            .extend(candidates.iter().map(|(i, _)| VerifiedReceipt(receipts[*i])));
+        verdict.verified.extend(
+            candidates
+                .iter()
+                .map(|(i, _)| VerifiedReceipt(receipts[*i])),
+        );
     } else {
         for (index, _) in &candidates {
             match receipts[*index].verify(network) {
@@ -384,7 +390,16 @@ impl ConflictProof {
             Order::Conflict => {}
             ordered => return Err(NotAConflict::Ordered(ordered)),
         }
-        let key = |r: &Receipt| (r.seq, r.bytes, r.credits, r.time_ms, r.sig_downloader, r.sig_uploader);
+        let key = |r: &Receipt| {
+            (
+                r.seq,
+                r.bytes,
+                r.credits,
+                r.time_ms,
+                r.sig_downloader,
+                r.sig_uploader,
+            )
+        };
         let (first, second) = if key(&a) <= key(&b) { (a, b) } else { (b, a) };
         Ok(Self { first, second })
     }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use tally_ledger::{
-    Applied, DownloaderPair, Identity, Ingested, NetworkId, Pair, Proposal, Receipt, Resync,
-    Store, StoreConfig, UploaderPair,
+    Applied, DownloaderPair, Identity, Ingested, NetworkId, Pair, Proposal, Receipt, Resync, Store,
+    StoreConfig, UploaderPair,
 };
 
 #[derive(Debug, Clone)]
@@ -62,7 +62,8 @@ impl World {
             Identity::from_secret_bytes([22; 32]),
         ];
         let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
-        let stores = [0, 1, 2].map(|i| Store::open(dirs[i].path(), net, StoreConfig::default()).unwrap());
+        let stores =
+            [0, 1, 2].map(|i| Store::open(dirs[i].path(), net, StoreConfig::default()).unwrap());
         let (a, b) = (ids[0].peer_id(), ids[1].peer_id());
         Self {
             uploaders: [
@@ -94,7 +95,10 @@ impl World {
     fn keep(&self, party: usize, receipt: &Receipt) {
         let verified = receipt.verify(&self.net).unwrap();
         let applied = self.stores[party].apply(&verified).unwrap();
-        assert!(!matches!(applied, Applied::Conflict(_)), "conflict at party {party}");
+        assert!(
+            !matches!(applied, Applied::Conflict(_)),
+            "conflict at party {party}"
+        );
         self.stores[party].flush().unwrap();
     }
 
@@ -104,7 +108,9 @@ impl World {
                 let window = 16_000;
                 if self.uploaders[pair].may_send(bytes, window) {
                     self.uploaders[pair].record_sent(bytes, bytes).unwrap();
-                    self.downloaders[pair].record_received(bytes, bytes).unwrap();
+                    self.downloaders[pair]
+                        .record_received(bytes, bytes)
+                        .unwrap();
                 }
             }
             Step::Propose { pair } => {
@@ -142,7 +148,10 @@ impl World {
                 } else {
                     self.receipts.remove(index)
                 };
-                match self.downloaders[pair].accept_countersigned(&receipt).unwrap() {
+                match self.downloaders[pair]
+                    .accept_countersigned(&receipt)
+                    .unwrap()
+                {
                     Resync::Conflict(_) => panic!("conflict at the downloader"),
                     Resync::TheirsNewer(r) => self.keep(1 - pair, &r),
                     Resync::Agree | Resync::OursNewer => {}
@@ -152,7 +161,9 @@ impl World {
                 if from == to {
                     return;
                 }
-                let lacking = self.stores[from].newer_than(&self.stores[to].summary().unwrap()).unwrap();
+                let lacking = self.stores[from]
+                    .newer_than(&self.stores[to].summary().unwrap())
+                    .unwrap();
                 for outcome in self.stores[to].ingest(&lacking).unwrap() {
                     assert!(
                         matches!(outcome, Ingested::Applied(Applied::New { .. })),
@@ -176,8 +187,9 @@ impl World {
                 let resend = sent - uploader.sent_bytes();
                 uploader.record_sent(resend, resend).unwrap();
                 let received = self.downloaders[down].received_bytes();
-                let mut downloader = DownloaderPair::new(net, me, other, store.latest(&self.pair(down)).unwrap())
-                    .with_last_proposal(store.last_proposal(&self.pair(down)).unwrap());
+                let mut downloader =
+                    DownloaderPair::new(net, me, other, store.latest(&self.pair(down)).unwrap())
+                        .with_last_proposal(store.last_proposal(&self.pair(down)).unwrap());
                 let more = received - downloader.received_bytes();
                 downloader.record_received(more, more).unwrap();
                 // Re-sync both pairs with the other side's latest.
@@ -200,7 +212,10 @@ impl World {
         for (i, store) in self.stores.iter().enumerate() {
             for (pair, seq) in store.summary().unwrap() {
                 let high = self.high[i].entry(pair).or_insert(0);
-                assert!(seq >= *high, "store {i} regressed on {pair:?}: {seq} < {high}");
+                assert!(
+                    seq >= *high,
+                    "store {i} regressed on {pair:?}: {seq} < {high}"
+                );
                 *high = seq;
             }
             assert!(store.conflicts().unwrap().is_empty());
@@ -214,10 +229,16 @@ impl World {
             self.run(Step::Propose { pair });
         }
         while !self.proposals.is_empty() {
-            self.run(Step::DeliverProposal { pick: 0, replay: false });
+            self.run(Step::DeliverProposal {
+                pick: 0,
+                replay: false,
+            });
         }
         while !self.receipts.is_empty() {
-            self.run(Step::DeliverReceipt { pick: 0, replay: false });
+            self.run(Step::DeliverReceipt {
+                pick: 0,
+                replay: false,
+            });
         }
         for (from, to) in [(0, 1), (1, 0), (0, 2), (1, 2)] {
             self.run(Step::Gossip { from, to });

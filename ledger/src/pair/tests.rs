@@ -33,7 +33,11 @@ impl Two {
 
     fn round(&mut self, now_ms: u64) -> Receipt {
         let proposal = self.down.propose(&self.down_id, now_ms).unwrap();
-        let receipt = *self.up.countersign(&self.up_id, &proposal).unwrap().receipt();
+        let receipt = *self
+            .up
+            .countersign(&self.up_id, &proposal)
+            .unwrap()
+            .receipt();
         let outcome = self.down.accept_countersigned(&receipt).unwrap();
         assert!(matches!(outcome, Resync::TheirsNewer(_)), "{outcome:?}");
         receipt
@@ -45,7 +49,10 @@ fn a_transfer_ends_with_the_same_receipt_on_both_sides() {
     let mut t = two();
     t.transfer(1000);
     let first = t.round(10);
-    assert_eq!((first.seq, first.bytes, first.credits, first.time_ms), (1, 1000, 1000, 10));
+    assert_eq!(
+        (first.seq, first.bytes, first.credits, first.time_ms),
+        (1, 1000, 1000, 10)
+    );
     t.transfer(500);
     let second = t.round(20);
     assert_eq!((second.seq, second.bytes), (2, 1500));
@@ -85,7 +92,17 @@ fn new_bytes_while_a_proposal_is_pending_get_a_new_seq_and_the_old_one_goes_stal
     let receipt = t.up.countersign(&t.up_id, &second).unwrap();
     assert_eq!(receipt.bytes, 20);
     let refused = t.up.countersign(&t.up_id, &first).unwrap_err();
-    assert!(matches!(refused, Refusal::Stale { seq: 1, latest_seq: 2, .. }), "{refused}");
+    assert!(
+        matches!(
+            refused,
+            Refusal::Stale {
+                seq: 1,
+                latest_seq: 2,
+                ..
+            }
+        ),
+        "{refused}"
+    );
     // A replay of the accepted proposal is stale too: it is not after the latest.
     assert!(matches!(
         t.up.check(&second).unwrap_err(),
@@ -173,7 +190,10 @@ fn the_credit_window_bounds_what_a_silent_downloader_takes() {
         t.transfer(chunk);
         sent += chunk;
     }
-    assert_eq!(sent, window, "a peer that never signs gets exactly one window");
+    assert_eq!(
+        sent, window,
+        "a peer that never signs gets exactly one window"
+    );
     t.round(1);
     assert!(t.up.may_send(chunk, window));
 }
@@ -216,8 +236,11 @@ fn resync_on_reconnect_adopts_the_higher_valid_receipt() {
     t.transfer(100);
     let new = t.round(2);
     // The downloader restarts from a backup that holds only the old receipt.
-    let mut restored = DownloaderPair::new(net(), t.down_id.peer_id(), t.up_id.peer_id(), Some(old));
-    assert!(matches!(restored.resync(Some(&new)).unwrap(), Resync::TheirsNewer(r) if *r.receipt() == new));
+    let mut restored =
+        DownloaderPair::new(net(), t.down_id.peer_id(), t.up_id.peer_id(), Some(old));
+    assert!(
+        matches!(restored.resync(Some(&new)).unwrap(), Resync::TheirsNewer(r) if *r.receipt() == new)
+    );
     assert_eq!(restored.latest(), Some(&new));
     assert_eq!(restored.unacknowledged(), 0);
     // And the uploader, told of the old one, keeps its own and says so.
@@ -226,7 +249,10 @@ fn resync_on_reconnect_adopts_the_higher_valid_receipt() {
     assert_eq!(t.up.resync(None).unwrap(), Resync::OursNewer);
     // An uploader that lost everything learns its count from the signed receipt.
     let mut amnesiac = UploaderPair::new(net(), t.up_id.peer_id(), t.down_id.peer_id(), None);
-    assert!(matches!(amnesiac.resync(Some(&new)).unwrap(), Resync::TheirsNewer(_)));
+    assert!(matches!(
+        amnesiac.resync(Some(&new)).unwrap(),
+        Resync::TheirsNewer(_)
+    ));
     assert_eq!(amnesiac.unacknowledged(), 0);
     assert!(amnesiac.may_send(10, 10));
 }

@@ -106,7 +106,9 @@ fn seq_zero_fails_even_when_signed() {
 fn a_receipt_with_oneself_fails() {
     let mut b = body(1, 10, 10);
     b.downloader = b.uploader;
-    let receipt = b.propose(&identity(1), &net()).countersign(&identity(1), &net());
+    let receipt = b
+        .propose(&identity(1), &net())
+        .countersign(&identity(1), &net());
     assert_eq!(receipt.verify(&net()), Err(VerifyError::SelfReceipt));
 }
 
@@ -125,7 +127,10 @@ fn a_key_that_is_not_a_point_fails() {
     receipt.uploader = PeerId(bad);
     assert!(matches!(
         receipt.verify(&net()),
-        Err(VerifyError::BadKey { role: "uploader", .. })
+        Err(VerifyError::BadKey {
+            role: "uploader",
+            ..
+        })
     ));
 }
 
@@ -138,7 +143,10 @@ fn a_small_order_key_fails() {
     receipt.downloader = PeerId(weak);
     assert!(matches!(
         receipt.verify(&net()),
-        Err(VerifyError::BadKey { role: "downloader", .. })
+        Err(VerifyError::BadKey {
+            role: "downloader",
+            ..
+        })
     ));
 }
 
@@ -146,7 +154,12 @@ fn a_small_order_key_fails() {
 fn json_has_exactly_the_export_keys() {
     let receipt = signed(body(2, 1 << 63, 5));
     let value = serde_json::to_value(receipt).unwrap();
-    let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(
@@ -163,10 +176,16 @@ fn json_has_exactly_the_export_keys() {
         ]
     );
     assert_eq!(value["bytes"], serde_json::json!(1u64 << 63));
-    assert_eq!(value["uploader"], serde_json::json!(receipt.uploader.to_string()));
+    assert_eq!(
+        value["uploader"],
+        serde_json::json!(receipt.uploader.to_string())
+    );
     let sig = value["sig_uploader"].as_str().unwrap();
     assert_eq!(sig.len(), 128);
-    assert!(sig.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+    assert!(
+        sig.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
     let back: Receipt = serde_json::from_value(value).unwrap();
     assert_eq!(back, receipt);
 }
@@ -204,7 +223,11 @@ fn batch_verify_of_good_receipts_keeps_input_order() {
     assert!(verdict.rejected.is_empty());
     let seqs: Vec<u64> = verdict.verified.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=64).collect::<Vec<_>>());
-    assert!(verify_batch(&receipts, &NetworkId::from_name("x")).verified.is_empty());
+    assert!(
+        verify_batch(&receipts, &NetworkId::from_name("x"))
+            .verified
+            .is_empty()
+    );
 }
 
 #[test]
@@ -215,7 +238,10 @@ fn order_follows_the_monotonic_rules() {
     assert_eq!(held.order(&body(6, 150, 100)), Order::Newer);
     assert_eq!(held.order(&body(4, 90, 100)), Order::Older);
     assert_eq!(held.order(&body(5, 101, 100)), Order::Conflict);
-    assert_eq!(held.order(&ReceiptBody { time_ms: 1, ..held }), Order::Conflict);
+    assert_eq!(
+        held.order(&ReceiptBody { time_ms: 1, ..held }),
+        Order::Conflict
+    );
     assert_eq!(held.order(&body(6, 99, 100)), Order::Conflict);
     assert_eq!(held.order(&body(6, 100, 99)), Order::Conflict);
     assert_eq!(held.order(&body(4, 101, 100)), Order::Conflict);
@@ -236,7 +262,10 @@ fn conflict_proof_is_canonical_and_verifies() {
     );
     let mut other_pair = b;
     other_pair.downloader = identity(9).peer_id();
-    assert_eq!(ConflictProof::new(a, other_pair), Err(NotAConflict::DifferentPairs));
+    assert_eq!(
+        ConflictProof::new(a, other_pair),
+        Err(NotAConflict::DifferentPairs)
+    );
 }
 
 #[test]
@@ -245,7 +274,10 @@ fn a_forged_conflict_proof_does_not_verify() {
     let mut b = signed(body(3, 31, 31));
     b.sig_uploader = a.sig_uploader;
     let proof = ConflictProof::new(a, b).unwrap();
-    assert!(matches!(proof.verify(&net()), Err(NotAConflict::Invalid(_))));
+    assert!(matches!(
+        proof.verify(&net()),
+        Err(NotAConflict::Invalid(_))
+    ));
 }
 
 #[test]
@@ -259,15 +291,15 @@ fn postcard_round_trips_and_rejects_truncation() {
 }
 
 fn arb_body() -> impl Strategy<Value = ReceiptBody> {
-    (1..u64::MAX, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(seq, bytes, credits, time_ms)| {
-        ReceiptBody {
+    (1..u64::MAX, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(seq, bytes, credits, time_ms)| ReceiptBody {
             seq,
             bytes,
             credits,
             time_ms,
             ..body(1, 0, 0)
-        }
-    })
+        },
+    )
 }
 
 proptest! {

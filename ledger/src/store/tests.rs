@@ -38,9 +38,15 @@ fn apply_tells_new_duplicate_stale_and_replaced() {
     let store = open(dir.path());
     let r1 = receipt(1, 2, 1, 100);
     let r2 = receipt(1, 2, 2, 200);
-    assert_eq!(store.apply(&verified(r1)).unwrap(), Applied::New { replaced: None });
+    assert_eq!(
+        store.apply(&verified(r1)).unwrap(),
+        Applied::New { replaced: None }
+    );
     assert_eq!(store.apply(&verified(r1)).unwrap(), Applied::Duplicate);
-    assert_eq!(store.apply(&verified(r2)).unwrap(), Applied::New { replaced: Some(1) });
+    assert_eq!(
+        store.apply(&verified(r2)).unwrap(),
+        Applied::New { replaced: Some(1) }
+    );
     assert_eq!(store.apply(&verified(r1)).unwrap(), Applied::Stale);
     assert_eq!(store.latest(&r1.pair()).unwrap(), Some(r2));
     assert_eq!(store.pair_count(), 1);
@@ -81,7 +87,9 @@ fn a_conflict_is_stored_and_flags_both_keys_and_keeps_the_held_receipt() {
 #[test]
 fn receipts_survive_a_reopen_after_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let stored: Vec<Receipt> = (2..12).map(|down| receipt(1, down, 3, 10 * down as u64)).collect();
+    let stored: Vec<Receipt> = (2..12)
+        .map(|down| receipt(1, down, 3, 10 * down as u64))
+        .collect();
     {
         let store = open(dir.path());
         for r in &stored {
@@ -165,10 +173,18 @@ fn newer_than_sends_only_what_the_summary_lacks() {
     let dir_b = tempfile::tempdir().unwrap();
     let a = open(dir_a.path());
     let b = open(dir_b.path());
-    for r in [receipt(1, 2, 3, 30), receipt(2, 1, 1, 10), receipt(3, 4, 7, 70)] {
+    for r in [
+        receipt(1, 2, 3, 30),
+        receipt(2, 1, 1, 10),
+        receipt(3, 4, 7, 70),
+    ] {
         a.apply(&verified(r)).unwrap();
     }
-    for r in [receipt(1, 2, 2, 20), receipt(2, 1, 1, 10), receipt(5, 6, 1, 1)] {
+    for r in [
+        receipt(1, 2, 2, 20),
+        receipt(2, 1, 1, 10),
+        receipt(5, 6, 1, 1),
+    ] {
         b.apply(&verified(r)).unwrap();
     }
     let for_b = a.newer_than(&b.summary().unwrap()).unwrap();
@@ -176,7 +192,11 @@ fn newer_than_sends_only_what_the_summary_lacks() {
     seqs.sort_unstable();
     assert_eq!(seqs, [3, 7]);
     let outcomes = b.ingest(&for_b).unwrap();
-    assert!(outcomes.iter().all(|o| matches!(o, Ingested::Applied(Applied::New { .. }))));
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ingested::Applied(Applied::New { .. })))
+    );
     let for_a = b.newer_than(&a.summary().unwrap()).unwrap();
     a.ingest(&for_a).unwrap();
     assert_eq!(a.summary().unwrap(), b.summary().unwrap());
@@ -229,8 +249,18 @@ fn check_finds_a_tampered_record() {
     let report = store.check().unwrap();
     assert_eq!(report.pairs, 2);
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
-    assert!(report.problems.iter().any(|p| p.contains("does not verify")));
-    assert!(report.problems.iter().any(|p| p.contains("does not decode")));
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("does not verify"))
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("does not decode"))
+    );
 }
 
 #[test]
@@ -259,7 +289,10 @@ fn an_incomplete_startup_snapshot_is_removed_before_open() {
         store.apply(&verified(r)).unwrap();
         store.flush().unwrap();
     }
-    let leftover = dir.path().join(DB_DIR).join("snap.00000000000FFFFF.generating");
+    let leftover = dir
+        .path()
+        .join(DB_DIR)
+        .join("snap.00000000000FFFFF.generating");
     std::fs::write(&leftover, b"half a snapshot").unwrap();
     let store = open(dir.path());
     assert!(!leftover.exists());
@@ -274,7 +307,9 @@ fn damaged_backend_files_give_an_error_not_a_panic() {
     {
         let store = open(template.path());
         for down in 2..200u8 {
-            store.apply(&verified(receipt(1, down, 1, u64::from(down)))).unwrap();
+            store
+                .apply(&verified(receipt(1, down, 1, u64::from(down))))
+                .unwrap();
         }
         store.flush().unwrap();
     }
@@ -307,7 +342,10 @@ fn damaged_backend_files_give_an_error_not_a_panic() {
             }
             match Store::open(dir.path(), net(), StoreConfig::default()) {
                 Err(err) => assert!(
-                    matches!(err, StoreError::Corrupt { .. } | StoreError::BadRecord { .. }),
+                    matches!(
+                        err,
+                        StoreError::Corrupt { .. } | StoreError::BadRecord { .. }
+                    ),
                     "{}: {err}",
                     file.display()
                 ),
