@@ -346,7 +346,11 @@ impl Store {
         let pair = proof.pair();
         for peer in [pair.uploader, pair.downloader] {
             self.dishonest
-                .compare_and_swap(peer.as_bytes(), None as Option<&[u8]>, Some(&proof.id()[..]))
+                .compare_and_swap(
+                    peer.as_bytes(),
+                    None as Option<&[u8]>,
+                    Some(&proof.id()[..]),
+                )
                 .map_err(self.backend())?
                 .ok();
         }
@@ -502,7 +506,10 @@ impl Store {
         let mut out = Vec::new();
         for receipt in self.iter() {
             let receipt = receipt?;
-            if summary.get(&receipt.pair()).is_none_or(|&seq| seq < receipt.seq) {
+            if summary
+                .get(&receipt.pair())
+                .is_none_or(|&seq| seq < receipt.seq)
+            {
                 out.push(receipt);
             }
         }

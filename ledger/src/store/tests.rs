@@ -390,3 +390,31 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn concurrent_applies_of_one_pair_keep_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let chain: Vec<VerifiedReceipt> = (1..=60)
+        .map(|seq| verified(receipt(1, 2, seq, seq * 10)))
+        .collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| chain.iter().for_each(|r| drop(store.apply(r).unwrap())));
+        scope.spawn(|| {
+            chain
+                .iter()
+                .rev()
+                .for_each(|r| drop(store.apply(r).unwrap()))
+        });
+    });
+    assert_eq!(
+        store.latest(&chain[0].pair()).unwrap().map(|r| r.seq),
+        Some(60)
+    );
+    assert!(store.conflicts().unwrap().is_empty());
+    store.flush().unwrap();
+    drop(store);
+    // The witness written from concurrent counting never exceeds what is on disk.
+    let store = open(dir.path());
+    assert_eq!(store.pair_count(), 1);
+}
