@@ -1,0 +1,230 @@
+//! The command line's shape: clap types only. What each command does lives in its own module
+//! ([`crate::init`], [`crate::id_cmd`], [`crate::ledger_cmd`]); the doc comments here are the
+//! `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit statuses shared by every command, shown at the end of `tally --help`.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  the command ran but found bad input or problems (`ledger import` rejected some lines,
+     `ledger verify` found problems)
+  2  error: bad usage, no identity, unreadable config, store in use by another process, ...
+
+Environment:
+  TALLY_DATA_DIR         same as --data-dir
+  TALLY_LOG_LEVEL        same as --log-level
+  TALLY_NETWORK          overrides `network` in config.toml
+  TALLY_STORE_CACHE_MIB  overrides `[store] cache_mib` in config.toml
+  RUST_LOG               a tracing filter; when set it wins over every other log setting
+
+Settings are layered: built-in defaults, then DATA_DIR/config.toml, then TALLY_* variables,
+then flags.";
+
+/// tally: a peer-to-peer node in which uploading earns download priority.
+///
+/// Peers that exchange bytes keep double-signed, cumulative receipts of what each received from
+/// the other. These commands create a node's identity and inspect, move and check its receipts.
+///
+/// Start with `tally init`, then `tally id` shows who this node is.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_long_help = EXIT_STATUS_HELP
+)]
+pub struct Cli {
+    /// The node's data directory: identity key, API key, config.toml and the receipt store.
+    ///
+    /// Defaults to the platform's data directory (`~/.local/share/tally` on Linux).
+    #[arg(long, global = true, env = "TALLY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How much to log to stderr: error, warn, info, debug, trace or off, or a tracing filter
+    /// such as `warn,tally_node=debug`.
+    ///
+    /// Defaults to `log_level` in config.toml, itself "warn" by default. RUST_LOG, when set,
+    /// wins over this flag.
+    #[arg(long, global = true, env = "TALLY_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this node: data directory, identity key, API key, config.toml and receipt store
+    ///
+    /// Writes DATA_DIR/identity.key (the ed25519 secret, mode 0600), DATA_DIR/api_key (the key
+    /// for the HTTP API, mode 0600), DATA_DIR/config.toml (every setting, commented) and creates
+    /// the receipt store in DATA_DIR/store. Refuses to replace an existing identity unless
+    /// --force is given.
+    ///
+    /// Examples:
+    ///   tally init
+    ///   tally --data-dir /tmp/node2 init --network my-testnet
+    ///   tally init --force        # new identity; the old one and its standing are lost
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
+
+    /// Print this node's PeerId: its public key as 64 lowercase hex characters
+    ///
+    /// Examples:
+    ///   tally id
+    ///   tally id --json     # {"peer_id": ..., "network": ..., "network_id": ...}
+    #[command(verbatim_doc_comment)]
+    Id(IdArgs),
+
+    /// Print the HTTP API key (64 lowercase hex characters) that scripts send to the node
+    ///
+    /// It is read from DATA_DIR/api_key, which `tally init` creates with mode 0600.
+    ///
+    /// Examples:
+    ///   tally api-key
+    ///   tally api-key --rotate    # replace it with a new random key, and print that
+    #[command(verbatim_doc_comment)]
+    ApiKey(ApiKeyArgs),
+
+    /// Inspect, move and check the receipts in the store.
+    ///
+    /// The store holds the latest receipt of every (uploader, downloader) pair this node knows,
+    /// and the conflict proofs it has seen. Only one process may open it at a time: stop a
+    /// running node before using these commands on its data directory.
+    Ledger {
+        /// The ledger command.
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+/// Arguments of `tally init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The network to join; its id (BLAKE3 of the name) is in every receipt's signed bytes, so
+    /// receipts of one network never verify on another.
+    ///
+    /// Defaults to TALLY_NETWORK, else `network` in an existing config.toml, else "tally".
+    /// Given explicitly, it is written to config.toml (an existing file is updated in place,
+    /// keeping its comments).
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+
+    /// Replace an existing identity with a new one. The old identity, and the standing other
+    /// peers credit it with, are lost. An existing config.toml and API key are kept (config.toml
+    /// is updated if --network is given); a store of another network is moved aside, never
+    /// deleted.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally id`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Print a JSON object with the PeerId, the network name and the network id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally api-key`.
+#[derive(Debug, Args)]
+pub struct ApiKeyArgs {
+    /// Write a new random key (the old one stops working once the node reads the new one) and
+    /// print it. Also repairs a missing or damaged key file.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// `tally ledger` commands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Write every stored receipt to stdout: a table, or JSON lines with --json
+    ///
+    /// With --json, each line is one receipt object with the keys uploader, downloader, seq,
+    /// bytes, credits, time_ms, sig_downloader and sig_uploader (keys and signatures as
+    /// lowercase hex, the rest as integers): the format `tally ledger import` reads. Only the
+    /// latest receipt of each pair is stored, so only those are exported; conflict proofs are
+    /// not exported.
+    ///
+    /// Examples:
+    ///   tally ledger export
+    ///   tally ledger export --json > receipts.jsonl
+    ///   tally ledger export --json | head -n 5
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Verify receipts from a JSON lines file and apply the valid ones to the store
+    ///
+    /// FILE holds one receipt per line in the format of `tally ledger export --json`; blank
+    /// lines are skipped. The file is read line by line, verified and applied in batches of
+    /// 1024, and the store is flushed after each batch. Each line that is rejected (bad JSON,
+    /// seq 0, a bad signature, a receipt signed for another network, ...) is reported on stderr
+    /// as `line N: rejected: <why>`, and each receipt that contradicts the stored one as
+    /// `line N: conflict: ...` (the proof is stored and both keys are marked dishonest). A
+    /// summary follows on stdout: new, duplicate, stale, conflicts, rejected.
+    ///
+    /// Exit status: 0 when no line was rejected; 1 when some were (the valid ones are still
+    /// applied and flushed); 2 on an error that stopped the import (unreadable file, store in
+    /// use, ...).
+    ///
+    /// Examples:
+    ///   tally ledger import receipts.jsonl
+    ///   tally --data-dir /tmp/a ledger export --json | tally --data-dir /tmp/b ledger import -
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// The file to read, or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Re-check the whole store: every receipt's signatures, every conflict proof, every flag.
+    ///
+    /// Prints the number of receipts, pairs, conflict proofs and keys marked dishonest, then
+    /// each problem found. Exit status 1 if there are problems (a damaged or tampered store),
+    /// 0 if it is sound. Conflict proofs are not problems: they are evidence the store keeps.
+    Verify {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    /// The network named by a flag of this command, if any: the top layer of the config.
+    pub fn network_flag(&self) -> Option<&str> {
+        match self {
+            Command::Init(args) => args.network.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
