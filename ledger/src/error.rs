@@ -186,6 +186,11 @@ pub enum StoreError {
         /// The decoder's message.
         detail: String,
     },
+    /// The thread that checks signatures for [`crate::Store::ingest_chunks`] stopped early.
+    #[error(
+        "the signature-checking thread of an ingest stopped unexpectedly; nothing after the last flushed chunk was applied"
+    )]
+    VerifierStopped,
     /// An I/O error of the backend (disk full, permission denied, ...).
     #[error("store I/O error at {path}: {source}")]
     Io {

@@ -5,9 +5,11 @@
 //! verification, the sans-I/O logic of one pair's receipt chain ([`pair`]), and the sled-backed
 //! [`Store`] of the latest receipt of every known pair, with its conflict proofs.
 //!
-//! It must not do network I/O, start threads or async runtimes, or read a clock: time and
-//! randomness come in as arguments, so the node and the testnet's simulator drive the same code.
-//! Its only disk I/O is the store and the identity file.
+//! It must not do network I/O, start async runtimes or long-lived threads, or read a clock: time
+//! and randomness come in as arguments, so the node and the testnet's simulator drive the same
+//! code. Its only disk I/O is the store and the identity file. The one thread it starts is
+//! scoped: [`Store::ingest_chunks`] checks the next chunk's signatures beside the writes of the
+//! one before, and joins that thread before it returns.
 //!
 //! The layout: [`id`] (keys), [`receipt`] (the record and its rules), [`pair`] (the two sides of
 //! one chain), [`store`] (persistence), [`error`] (what can go wrong, in words a user can act on).

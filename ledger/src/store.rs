@@ -19,6 +19,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::mpsc;
 
 use crate::error::StoreError;
 use crate::id::{NetworkId, PeerId};
@@ -298,10 +299,73 @@ impl Store {
     }
 
     /// Verifies `receipts` in one batch and applies those that verify, in order: the path for
-    /// imports and gossip. Returns, per input receipt, what became of it. Not flushed.
+    /// small gossip batches. Returns, per input receipt, what became of it. Not flushed.
     pub fn ingest(&self, receipts: &[Receipt]) -> Result<Vec<Ingested>, StoreError> {
         let verdict = crate::receipt::verify_batch(receipts, &self.network);
-        let mut out: Vec<Option<Ingested>> = vec![None; receipts.len()];
+        self.apply_verdict(receipts.len(), verdict)
+    }
+
+    /// Ingests a stream of chunks, the path for imports and large gossip batches: each chunk is
+    /// batch-verified on a second thread while this thread applies and flushes the chunk before,
+    /// so signature checking, not the store, bounds the rate. `next_chunk` is called on this
+    /// thread until it returns `None`; `on_chunk` gets each chunk's outcomes in order, tagged as
+    /// they came, after that chunk was flushed (so it may acknowledge them).
+    ///
+    /// The helper thread is scoped: it has ended when this returns, error or not.
+    pub fn ingest_chunks<T: Send, E: From<StoreError>>(
+        &self,
+        mut next_chunk: impl FnMut() -> Result<Option<Vec<(T, Receipt)>>, E>,
+        mut on_chunk: impl FnMut(Vec<(T, Ingested)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let network = self.network;
+        std::thread::scope(|scope| {
+            // Bounded both ways: at most one chunk waits for, and one leaves, the verifier.
+            let (jobs, job_queue) = mpsc::sync_channel::<Vec<(T, Receipt)>>(1);
+            let (verdicts, verdict_queue) = mpsc::sync_channel(1);
+            scope.spawn(move || {
+                for chunk in job_queue {
+                    let receipts: Vec<Receipt> = chunk.iter().map(|(_, r)| *r).collect();
+                    let verdict = crate::receipt::verify_batch(&receipts, &network);
+                    if verdicts.send((chunk, verdict)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut in_flight = 0usize;
+            loop {
+                let next = next_chunk()?;
+                let more = next.is_some();
+                if let Some(chunk) = next {
+                    jobs.send(chunk).map_err(|_| StoreError::VerifierStopped)?;
+                    in_flight += 1;
+                }
+                // Leave one chunk with the verifier while the one before is written; at the end,
+                // drain.
+                while in_flight > usize::from(more) {
+                    let (chunk, verdict) = verdict_queue
+                        .recv()
+                        .map_err(|_| StoreError::VerifierStopped)?;
+                    in_flight -= 1;
+                    let outcomes = self.apply_verdict(chunk.len(), verdict)?;
+                    self.flush()?;
+                    let tags = chunk.into_iter().map(|(tag, _)| tag);
+                    on_chunk(tags.zip(outcomes).collect())?;
+                }
+                if !more {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    /// Applies what `verdict` verified out of `len` receipts, and says per receipt, in input
+    /// order, what became of it.
+    fn apply_verdict(
+        &self,
+        len: usize,
+        verdict: crate::receipt::BatchVerdict,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        let mut out: Vec<Option<Ingested>> = vec![None; len];
         for (index, why) in verdict.rejected {
             if let Some(slot) = out.get_mut(index) {
                 *slot = Some(Ingested::Rejected(why));

@@ -1,6 +1,7 @@
 //! `tally ledger export | import | verify`: receipts out of the store as JSON lines or a table,
 //! into it from JSON lines (verified in batches, flushed per batch), and a full re-check.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -143,103 +144,112 @@ pub fn import(
     })
 }
 
-/// Reads JSON lines from `reader` into `store`, in batches of [`IMPORT_BATCH`], flushing after
-/// each. Reports each rejected line and each conflict on `err`.
+/// A receipt's line number, and the receipt for reporting a conflict.
+type LineTag = (u64, Receipt);
+
+/// Reads JSON lines from `reader` into `store` in chunks of [`IMPORT_BATCH`], flushed one by
+/// one; each chunk's signatures are checked while the one before is written. Reports, in line
+/// order, each rejected line and each conflict on `err`.
 pub fn import_from(
     store: &Store,
     mut reader: impl BufRead,
     err: &mut dyn Write,
 ) -> anyhow::Result<ImportSummary> {
-    let mut summary = ImportSummary::default();
-    let mut batch: Vec<(u64, Receipt)> = Vec::with_capacity(IMPORT_BATCH);
+    // Both closures below count and report; lines that fail to parse wait in `unreported` until
+    // the chunk they fall in is reported, so `err` stays in line order.
+    let summary = RefCell::new(ImportSummary::default());
+    let unreported: RefCell<Vec<(u64, String)>> = RefCell::new(Vec::new());
     let mut buf = Vec::with_capacity(1024);
     let mut line_no = 0u64;
-    while let Some(fits) = read_line_capped(&mut reader, &mut buf, MAX_LINE_BYTES)? {
-        line_no += 1;
-        let text = match std::str::from_utf8(&buf) {
-            Ok(text) => text.trim(),
-            Err(_) if !fits => "",
-            Err(e) => {
-                summary.lines += 1;
-                reject(&mut summary, err, line_no, &format!("not UTF-8 text ({e})"))?;
+    let mut end_of_input = false;
+    let mut next_chunk = || -> anyhow::Result<Option<Vec<(LineTag, Receipt)>>> {
+        let mut chunk = Vec::with_capacity(IMPORT_BATCH);
+        while !end_of_input && chunk.len() < IMPORT_BATCH {
+            let Some(fits) = read_line_capped(&mut reader, &mut buf, MAX_LINE_BYTES)? else {
+                end_of_input = true;
+                break;
+            };
+            line_no += 1;
+            let text = match std::str::from_utf8(&buf) {
+                Ok(text) => text.trim(),
+                Err(_) if !fits => "",
+                Err(e) => {
+                    summary.borrow_mut().lines += 1;
+                    let why = format!("not UTF-8 text ({e})");
+                    unreported.borrow_mut().push((line_no, why));
+                    continue;
+                }
+            };
+            if fits && text.is_empty() {
                 continue;
             }
-        };
-        if fits && text.is_empty() {
-            continue;
-        }
-        summary.lines += 1;
-        if !fits {
-            let why = format!("longer than {MAX_LINE_BYTES} bytes; a receipt is one short line");
-            reject(&mut summary, err, line_no, &why)?;
-            continue;
-        }
-        match serde_json::from_str::<Receipt>(text) {
-            Ok(receipt) => batch.push((line_no, receipt)),
-            Err(e) => reject(&mut summary, err, line_no, &describe_json_error(&e))?,
-        }
-        if batch.len() == IMPORT_BATCH {
-            ingest_batch(store, &mut batch, &mut summary, err)?;
-        }
-    }
-    ingest_batch(store, &mut batch, &mut summary, err)?;
-    Ok(summary)
-}
-
-fn ingest_batch(
-    store: &Store,
-    batch: &mut Vec<(u64, Receipt)>,
-    summary: &mut ImportSummary,
-    err: &mut dyn Write,
-) -> anyhow::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let receipts: Vec<Receipt> = batch.iter().map(|(_, receipt)| *receipt).collect();
-    let outcomes = store.ingest(&receipts)?;
-    anyhow::ensure!(
-        outcomes.len() == receipts.len(),
-        "the store answered {} outcomes for {} receipts",
-        outcomes.len(),
-        receipts.len()
-    );
-    for ((line_no, receipt), outcome) in batch.iter().zip(outcomes) {
-        match outcome {
-            Ingested::Applied(Applied::New { .. }) => summary.new += 1,
-            Ingested::Applied(Applied::Duplicate) => summary.duplicate += 1,
-            Ingested::Applied(Applied::Stale) => summary.stale += 1,
-            Ingested::Applied(Applied::Conflict(_)) => {
-                summary.conflicts += 1;
-                writeln!(
-                    err,
-                    "line {line_no}: conflict: receipt {} -> {} seq {} contradicts the one the \
-                     store holds; the proof is stored and both keys are marked dishonest",
-                    receipt.uploader.fmt_short(),
-                    receipt.downloader.fmt_short(),
-                    receipt.seq
-                )?;
+            summary.borrow_mut().lines += 1;
+            if !fits {
+                let why =
+                    format!("longer than {MAX_LINE_BYTES} bytes; a receipt is one short line");
+                unreported.borrow_mut().push((line_no, why));
+                continue;
             }
-            Ingested::Rejected(why) => reject(summary, err, *line_no, &why.to_string())?,
+            match serde_json::from_str::<Receipt>(text) {
+                Ok(receipt) => chunk.push(((line_no, receipt), receipt)),
+                Err(e) => unreported
+                    .borrow_mut()
+                    .push((line_no, describe_json_error(&e))),
+            }
         }
-    }
-    store.flush()?;
-    tracing::info!(
-        receipts = batch.len(),
-        new = summary.new,
-        "imported a batch and flushed the store"
-    );
-    batch.clear();
-    Ok(())
-}
-
-fn reject(
-    summary: &mut ImportSummary,
-    err: &mut dyn Write,
-    line_no: u64,
-    why: &str,
-) -> std::io::Result<()> {
-    summary.rejected += 1;
-    writeln!(err, "line {line_no}: rejected: {why}")
+        Ok((!chunk.is_empty()).then_some(chunk))
+    };
+    let mut report = |outcomes: Vec<(LineTag, Ingested)>| -> anyhow::Result<()> {
+        let last_line = outcomes.last().map_or(u64::MAX, |((line, _), _)| *line);
+        let mut summary = summary.borrow_mut();
+        let mut messages: Vec<(u64, String)> = Vec::new();
+        unreported.borrow_mut().retain(|(line, why)| {
+            let due = *line <= last_line;
+            if due {
+                summary.rejected += 1;
+                messages.push((*line, format!("rejected: {why}")));
+            }
+            !due
+        });
+        for ((line, receipt), outcome) in outcomes {
+            match outcome {
+                Ingested::Applied(Applied::New { .. }) => summary.new += 1,
+                Ingested::Applied(Applied::Duplicate) => summary.duplicate += 1,
+                Ingested::Applied(Applied::Stale) => summary.stale += 1,
+                Ingested::Applied(Applied::Conflict(_)) => {
+                    summary.conflicts += 1;
+                    messages.push((
+                        line,
+                        format!(
+                            "conflict: receipt {} -> {} seq {} contradicts the one the store \
+                             holds; the proof is stored and both keys are marked dishonest",
+                            receipt.uploader.fmt_short(),
+                            receipt.downloader.fmt_short(),
+                            receipt.seq
+                        ),
+                    ));
+                }
+                Ingested::Rejected(why) => {
+                    summary.rejected += 1;
+                    messages.push((line, format!("rejected: {why}")));
+                }
+            }
+        }
+        messages.sort_by_key(|(line, _)| *line);
+        for (line, message) in messages {
+            writeln!(err, "line {line}: {message}")?;
+        }
+        tracing::info!(
+            up_to_line = last_line,
+            new = summary.new,
+            "imported a chunk and flushed the store"
+        );
+        Ok(())
+    };
+    store.ingest_chunks(&mut next_chunk, &mut report)?;
+    // Lines after the last receipt, or a file with none.
+    report(Vec::new())?;
+    Ok(summary.into_inner())
 }
 
 /// serde_json's message without its position: the line is already named, and its column
@@ -403,5 +413,65 @@ mod tests {
         let text = describe_json_error(&err);
         assert!(!text.contains("line 1"), "{text}");
         assert!(text.contains("column"), "{text}");
+    }
+
+    #[test]
+    fn import_reports_across_chunks_in_line_order() {
+        use tally_ledger::{Identity, NetworkId, ReceiptBody, StoreConfig};
+        let net = NetworkId::from_name("tally");
+        let uploader = Identity::from_secret_bytes([1; 32]);
+        let receipt = |i: u64| {
+            let downloader = Identity::from_secret_bytes([2; 32]);
+            ReceiptBody {
+                uploader: uploader.peer_id(),
+                downloader: downloader.peer_id(),
+                seq: i,
+                bytes: i,
+                credits: i,
+                time_ms: i,
+            }
+            .propose(&downloader, &net)
+            .countersign(&uploader, &net)
+        };
+        // A chunk holds IMPORT_BATCH receipts; the forged one falls in the first, and the
+        // unparsable line after it is read while the first chunk is still being written.
+        let forged_line = IMPORT_BATCH as u64 - 4;
+        let garbage_line = IMPORT_BATCH as u64 + 30;
+        let mut input = String::new();
+        for line in 1..=IMPORT_BATCH as u64 + 100 {
+            let text = if line == 5 || line == garbage_line {
+                "{".to_owned()
+            } else {
+                let mut r = receipt(line);
+                if line == forged_line {
+                    r.bytes += 1;
+                }
+                serde_json::to_string(&r).unwrap()
+            };
+            input.push_str(&text);
+            input.push('\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net, StoreConfig::default()).unwrap();
+        let mut err = Vec::new();
+        let summary = import_from(&store, input.as_bytes(), &mut err).unwrap();
+        let err = String::from_utf8(err).unwrap();
+        let lines: Vec<u64> = err
+            .lines()
+            .map(|l| {
+                l.split(':').next().unwrap()["line ".len()..]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(lines, vec![5, forged_line, garbage_line], "{err}");
+        assert_eq!(summary.rejected, 3);
+        assert_eq!(summary.lines, IMPORT_BATCH as u64 + 100);
+        // Each later receipt of the one pair replaces the one before.
+        assert_eq!(summary.new, IMPORT_BATCH as u64 + 97);
+        assert_eq!(
+            store.latest(&receipt(1).pair()).unwrap(),
+            Some(receipt(IMPORT_BATCH as u64 + 100))
+        );
     }
 }

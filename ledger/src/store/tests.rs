@@ -418,3 +418,107 @@ fn concurrent_applies_of_one_pair_keep_the_newest() {
     let store = open(dir.path());
     assert_eq!(store.pair_count(), 1);
 }
+
+#[test]
+fn ingest_chunks_reports_every_receipt_in_order_after_its_chunk_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut forged = receipt(1, 3, 1, 10);
+    forged.credits += 1;
+    // Chunk 2 repeats and supersedes chunk 1, so the order of application shows in the outcomes.
+    let chunks = vec![
+        vec![
+            ("a", receipt(1, 2, 1, 10)),
+            ("b", forged),
+            ("c", receipt(4, 5, 3, 30)),
+        ],
+        vec![("d", receipt(1, 2, 1, 10)), ("e", receipt(1, 2, 2, 20))],
+        vec![("f", receipt(1, 2, 1, 10))],
+    ];
+    let mut feed = chunks.into_iter();
+    let mut seen = Vec::new();
+    store
+        .ingest_chunks(
+            || Ok::<_, StoreError>(feed.next()),
+            |outcomes| {
+                // The witness is written by flush: what it says now was made durable.
+                let witness = read_witness(dir.path())?;
+                seen.push((outcomes, witness));
+                Ok(())
+            },
+        )
+        .unwrap();
+    let new = |replaced| Ingested::Applied(Applied::New { replaced });
+    let bad = Ingested::Rejected(VerifyError::BadSignature { role: "downloader" });
+    assert_eq!(
+        seen,
+        vec![
+            (vec![("a", new(None)), ("b", bad), ("c", new(None))], 1 + 3),
+            (
+                vec![
+                    ("d", Ingested::Applied(Applied::Duplicate)),
+                    ("e", new(Some(1)))
+                ],
+                2 + 3
+            ),
+            (vec![("f", Ingested::Applied(Applied::Stale))], 2 + 3),
+        ]
+    );
+    assert_eq!(store.pair_count(), 2);
+}
+
+#[test]
+fn ingest_chunks_stops_at_the_first_error_and_keeps_what_it_flushed() {
+    #[derive(Debug, PartialEq)]
+    enum Failure {
+        Store,
+        Source(u32),
+    }
+    impl From<StoreError> for Failure {
+        fn from(_: StoreError) -> Self {
+            Failure::Store
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut calls = 0u32;
+    let mut acknowledged = Vec::new();
+    let result = store.ingest_chunks(
+        || {
+            calls += 1;
+            match calls {
+                1 => Ok(Some(vec![(1, receipt(1, 2, 1, 10))])),
+                2 => Ok(Some(vec![(2, receipt(1, 3, 1, 10))])),
+                n => Err(Failure::Source(n)),
+            }
+        },
+        |outcomes| {
+            acknowledged.extend(outcomes.into_iter().map(|(tag, _)| tag));
+            Ok(())
+        },
+    );
+    assert_eq!(result, Err(Failure::Source(3)));
+    assert_eq!(calls, 3, "nothing is pulled after the failure");
+    // Chunk 1 was written while chunk 2 was verified; chunk 2 was never written.
+    assert_eq!(acknowledged, vec![1]);
+    assert_eq!(store.pair_count(), 1);
+
+    let mut offered = 0;
+    let result = store.ingest_chunks(
+        || {
+            offered += 1;
+            Ok(Some(vec![((), receipt(1, 4, offered, 10))]))
+        },
+        |_| Err(Failure::Source(0)),
+    );
+    assert_eq!(result, Err(Failure::Source(0)));
+    assert!(offered <= 3, "a refused acknowledgement stops the feed");
+    drop(store);
+    let reopened = open(dir.path());
+    assert!(
+        reopened
+            .latest(&receipt(1, 2, 1, 10).pair())
+            .unwrap()
+            .is_some()
+    );
+}
