@@ -522,3 +522,27 @@ fn ingest_chunks_stops_at_the_first_error_and_keeps_what_it_flushed() {
             .is_some()
     );
 }
+
+#[test]
+fn flush_writes_the_witness_and_a_damaged_witness_does_not_block_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.apply(&verified(receipt(1, 2, 7, 70))).unwrap();
+        store.flush().unwrap();
+        assert_eq!(read_witness(dir.path()).unwrap(), 7);
+    }
+    // What a crash can leave of an unsynced witness: an empty file.
+    std::fs::write(dir.path().join(WITNESS_FILE), b"").unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.pair_count(), 1);
+    store.flush().unwrap();
+    assert_eq!(read_witness(dir.path()).unwrap(), 7);
+    drop(store);
+    // A witness above what the database holds still refuses to open: records were cut off.
+    std::fs::write(dir.path().join(WITNESS_FILE), b"8\n").unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), net(), StoreConfig::default()),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
