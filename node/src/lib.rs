@@ -24,6 +24,7 @@ pub mod data_dir;
 pub mod id_cmd;
 pub mod init;
 pub mod ledger_cmd;
+pub mod rate;
 
 use cli::{Cli, Command, LedgerCommand};
 use config::{Config, Overrides};
