@@ -10,7 +10,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
-use tally_ledger::{NetworkId, StoreConfig};
+use tally_ledger::{NetworkId, PeerId, StoreConfig};
+
+use crate::rate::{Rate, parse_limit};
 
 /// The network a node joins unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "tally";
@@ -29,6 +31,27 @@ pub const ENV_NETWORK: &str = "TALLY_NETWORK";
 pub const ENV_CACHE_MIB: &str = "TALLY_STORE_CACHE_MIB";
 /// Environment variable overriding `log_level`.
 pub const ENV_LOG_LEVEL: &str = "TALLY_LOG_LEVEL";
+/// Environment variable overriding `[node] listen`.
+pub const ENV_LISTEN: &str = "TALLY_LISTEN";
+/// Environment variable overriding `[node] api_listen`.
+pub const ENV_API_LISTEN: &str = "TALLY_API_LISTEN";
+/// Environment variable overriding `[node] peers` (comma-separated).
+pub const ENV_PEERS: &str = "TALLY_PEERS";
+/// Environment variable overriding `[node] upload_limit`.
+pub const ENV_UPLOAD_LIMIT: &str = "TALLY_UPLOAD_LIMIT";
+/// Environment variable overriding `[node] download_limit`.
+pub const ENV_DOWNLOAD_LIMIT: &str = "TALLY_DOWNLOAD_LIMIT";
+
+/// Where the node listens for peers unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7420";
+/// Where the HTTP API listens unless told otherwise.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7421";
+/// Payload bytes between two proposals of a downloader, unless told otherwise.
+pub const DEFAULT_ACK_BYTES: u64 = 1 << 20;
+/// Bytes an uploader sends ahead of receipts, unless told otherwise.
+pub const DEFAULT_CREDIT_WINDOW: u64 = 4 << 20;
+/// Connections the node keeps at most, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// The settings in force, every layer applied and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +62,85 @@ pub struct Config {
     pub log_level: String,
     /// The receipt store.
     pub store: StoreSettings,
+    /// The running node.
+    pub node: NodeSettings,
+}
+
+/// The `[node]` section: what `tally run` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The QUIC endpoint's address (port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
+    /// The HTTP API's address.
+    pub api_listen: std::net::SocketAddr,
+    /// Peers to dial at start and redial after a drop.
+    pub peers: Vec<PeerAddr>,
+    /// Payload bytes between two proposals of this node as a downloader.
+    pub ack_bytes: u64,
+    /// Bytes this node sends a peer ahead of its receipts.
+    pub credit_window: u64,
+    /// Upload limit, bytes per second; `None` is unlimited.
+    pub upload_limit: Option<Rate>,
+    /// Download limit, bytes per second; `None` is unlimited.
+    pub download_limit: Option<Rate>,
+    /// Connections kept at most, in and out together.
+    pub max_connections: usize,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 7420)),
+            api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7421)),
+            peers: Vec::new(),
+            ack_bytes: DEFAULT_ACK_BYTES,
+            credit_window: DEFAULT_CREDIT_WINDOW,
+            upload_limit: None,
+            download_limit: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A peer to dial: `PEERID@HOST:PORT` (the host may be a name, resolved at each dial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The key the peer must present.
+    pub peer_id: PeerId,
+    /// `HOST:PORT`.
+    pub addr: String,
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        let Some((id, addr)) = text.split_once('@') else {
+            bail!(
+                "`{text}` is not a peer address: write PEERID@HOST:PORT (PEERID is what `tally id` prints on that node)"
+            );
+        };
+        let peer_id: PeerId = id
+            .parse()
+            .map_err(|e| anyhow::anyhow!("`{text}`: the peer id is not valid ({e})"))?;
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            bail!("`{text}`: `{addr}` is not HOST:PORT");
+        }
+        Ok(Self {
+            peer_id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.peer_id, self.addr)
+    }
 }
 
 /// The `[store]` section.
@@ -56,6 +158,7 @@ impl Default for Config {
             store: StoreSettings {
                 cache_mib: DEFAULT_CACHE_MIB,
             },
+            node: NodeSettings::default(),
         }
     }
 }
@@ -70,6 +173,30 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// `[store]`
     pub store: Option<FileStore>,
+    /// `[node]`
+    pub node: Option<FileNode>,
+}
+
+/// The `[node]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    /// `listen = "ADDR:PORT"`
+    pub listen: Option<String>,
+    /// `api_listen = "ADDR:PORT"`
+    pub api_listen: Option<String>,
+    /// `peers = ["PEERID@HOST:PORT", ...]`
+    pub peers: Option<Vec<String>>,
+    /// `ack_bytes = N`
+    pub ack_bytes: Option<u64>,
+    /// `credit_window = N`
+    pub credit_window: Option<u64>,
+    /// `upload_limit = "2MiB"` or `"unlimited"`
+    pub upload_limit: Option<String>,
+    /// `download_limit = "2MiB"` or `"unlimited"`
+    pub download_limit: Option<String>,
+    /// `max_connections = N`
+    pub max_connections: Option<u64>,
 }
 
 /// The `[store]` table as written.
@@ -89,6 +216,16 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// No flag sets it yet; here so every key has all four layers.
     pub cache_mib: Option<u64>,
+    /// `--listen` (of `tally run`).
+    pub listen: Option<String>,
+    /// `--api-listen`.
+    pub api_listen: Option<String>,
+    /// `--peer`, repeatable: replaces the configured peers when given.
+    pub peers: Vec<String>,
+    /// `--upload-limit`.
+    pub upload_limit: Option<String>,
+    /// `--download-limit`.
+    pub download_limit: Option<String>,
 }
 
 impl FileConfig {
@@ -141,6 +278,39 @@ impl Config {
         if let Some(mib) = file.store.as_ref().and_then(|s| s.cache_mib) {
             config.store.cache_mib = from(checked_cache_mib(mib), &in_file("[store] cache_mib"))?;
         }
+        if let Some(node) = &file.node {
+            let n = &mut config.node;
+            if let Some(v) = &node.listen {
+                n.listen = from(checked_addr(v), &in_file("[node] listen"))?;
+            }
+            if let Some(v) = &node.api_listen {
+                n.api_listen = from(checked_addr(v), &in_file("[node] api_listen"))?;
+            }
+            if let Some(v) = &node.peers {
+                n.peers = from(checked_peers(v.iter()), &in_file("[node] peers"))?;
+            }
+            if let Some(v) = node.ack_bytes {
+                n.ack_bytes = from(checked_bytes(v, "ack_bytes"), &in_file("[node] ack_bytes"))?;
+            }
+            if let Some(v) = node.credit_window {
+                n.credit_window = from(
+                    checked_bytes(v, "credit_window"),
+                    &in_file("[node] credit_window"),
+                )?;
+            }
+            if let Some(v) = &node.upload_limit {
+                n.upload_limit = from(limit(v), &in_file("[node] upload_limit"))?;
+            }
+            if let Some(v) = &node.download_limit {
+                n.download_limit = from(limit(v), &in_file("[node] download_limit"))?;
+            }
+            if let Some(v) = node.max_connections {
+                n.max_connections = from(
+                    checked_max_connections(v),
+                    &in_file("[node] max_connections"),
+                )?;
+            }
+        }
 
         if let Some(network) = env(ENV_NETWORK) {
             config.network = from(checked_network(&network), ENV_NETWORK)?;
@@ -155,8 +325,40 @@ impl Config {
             config.store.cache_mib = from(parsed.and_then(checked_cache_mib), ENV_CACHE_MIB)?;
         }
 
+        if let Some(v) = env(ENV_LISTEN) {
+            config.node.listen = from(checked_addr(&v), ENV_LISTEN)?;
+        }
+        if let Some(v) = env(ENV_API_LISTEN) {
+            config.node.api_listen = from(checked_addr(&v), ENV_API_LISTEN)?;
+        }
+        if let Some(v) = env(ENV_PEERS) {
+            let peers = v.split(',').filter(|p| !p.trim().is_empty());
+            config.node.peers = from(checked_peers(peers), ENV_PEERS)?;
+        }
+        if let Some(v) = env(ENV_UPLOAD_LIMIT) {
+            config.node.upload_limit = from(limit(&v), ENV_UPLOAD_LIMIT)?;
+        }
+        if let Some(v) = env(ENV_DOWNLOAD_LIMIT) {
+            config.node.download_limit = from(limit(&v), ENV_DOWNLOAD_LIMIT)?;
+        }
+
         if let Some(network) = &flags.network {
             config.network = from(checked_network(network), "--network")?;
+        }
+        if let Some(v) = &flags.listen {
+            config.node.listen = from(checked_addr(v), "--listen")?;
+        }
+        if let Some(v) = &flags.api_listen {
+            config.node.api_listen = from(checked_addr(v), "--api-listen")?;
+        }
+        if !flags.peers.is_empty() {
+            config.node.peers = from(checked_peers(flags.peers.iter()), "--peer")?;
+        }
+        if let Some(v) = &flags.upload_limit {
+            config.node.upload_limit = from(limit(v), "--upload-limit")?;
+        }
+        if let Some(v) = &flags.download_limit {
+            config.node.download_limit = from(limit(v), "--download-limit")?;
         }
         if let Some(level) = &flags.log_level {
             config.log_level = from(checked_log_level(level), "--log-level")?;
@@ -230,6 +432,40 @@ fn checked_log_level(level: &str) -> anyhow::Result<String> {
     Ok(level.to_owned())
 }
 
+fn checked_addr(text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    text.trim().parse().map_err(|_| {
+        anyhow::anyhow!("`{text}` is not an address: write IP:PORT such as 0.0.0.0:7420 (port 0 picks a free port)")
+    })
+}
+
+fn checked_peers<'a>(
+    peers: impl Iterator<Item = &'a (impl AsRef<str> + 'a + ?Sized)>,
+) -> anyhow::Result<Vec<PeerAddr>> {
+    peers.map(|p| p.as_ref().parse()).collect()
+}
+
+fn checked_bytes(value: u64, what: &str) -> anyhow::Result<u64> {
+    const MIN: u64 = 64 * 1024;
+    const MAX: u64 = 1 << 40;
+    if !(MIN..=MAX).contains(&value) {
+        bail!(
+            "{what} = {value} is out of range: it must be between {MIN} (64 KiB) and {MAX} bytes"
+        );
+    }
+    Ok(value)
+}
+
+fn checked_max_connections(value: u64) -> anyhow::Result<usize> {
+    if !(1..=65_536).contains(&value) {
+        bail!("max_connections = {value} is out of range: it must be between 1 and 65536");
+    }
+    usize::try_from(value).map_err(|_| anyhow::anyhow!("max_connections = {value} is too large"))
+}
+
+fn limit(text: &str) -> anyhow::Result<Option<Rate>> {
+    Ok(parse_limit(text)?)
+}
+
 fn checked_cache_mib(mib: u64) -> anyhow::Result<u64> {
     if !(1..=MAX_CACHE_MIB).contains(&mib) {
         bail!("invalid cache size {mib} MiB: it must be between 1 and {MAX_CACHE_MIB}");
@@ -265,6 +501,30 @@ log_level = "{DEFAULT_LOG_LEVEL}"
 # Memory the store may use as page cache, in MiB (1 to {MAX_CACHE_MIB}). More speeds up large
 # ledgers; the store works with less. Environment: TALLY_STORE_CACHE_MIB.
 cache_mib = {DEFAULT_CACHE_MIB}
+
+# The running node (`tally run`).
+[node]
+# Where the node listens for peers, over QUIC (UDP). Port 0 picks a free port. Environment:
+# TALLY_LISTEN; flag: --listen.
+listen = "{DEFAULT_LISTEN}"
+# Where the local HTTP API and dashboard listen. Keep it on 127.0.0.1 unless you mean to reach
+# it from elsewhere (it still needs the API key). Environment: TALLY_API_LISTEN; flag: --api-listen.
+api_listen = "{DEFAULT_API_LISTEN}"
+# Peers to dial at start and redial after a drop, as "PEERID@HOST:PORT". Environment:
+# TALLY_PEERS (comma-separated); flag: --peer (repeatable).
+peers = []
+# Payload bytes this node receives from a peer between two receipts it proposes.
+ack_bytes = {DEFAULT_ACK_BYTES}
+# Bytes this node sends a peer ahead of that peer's receipts. A peer that never signs gets at
+# most this much from this node.
+credit_window = {DEFAULT_CREDIT_WINDOW}
+# Global upload and download limits in bytes per second, with units ("2MiB", "500KiB", "1.5MB")
+# or "unlimited". Changeable at runtime through the API. Environment: TALLY_UPLOAD_LIMIT,
+# TALLY_DOWNLOAD_LIMIT; flags: --upload-limit, --download-limit.
+upload_limit = "unlimited"
+download_limit = "unlimited"
+# Connections kept at most, incoming and outgoing together.
+max_connections = {DEFAULT_MAX_CONNECTIONS}
 "#
     )
 }
@@ -307,6 +567,16 @@ mod tests {
                 store: Some(FileStore {
                     cache_mib: Some(64)
                 }),
+                node: Some(FileNode {
+                    listen: Some(DEFAULT_LISTEN.into()),
+                    api_listen: Some(DEFAULT_API_LISTEN.into()),
+                    peers: Some(Vec::new()),
+                    ack_bytes: Some(DEFAULT_ACK_BYTES),
+                    credit_window: Some(DEFAULT_CREDIT_WINDOW),
+                    upload_limit: Some("unlimited".into()),
+                    download_limit: Some("unlimited".into()),
+                    max_connections: Some(DEFAULT_MAX_CONNECTIONS as u64),
+                }),
             }
         );
         let config = Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap();
@@ -343,6 +613,7 @@ mod tests {
             network: Some("flag".into()),
             log_level: Some("debug".into()),
             cache_mib: Some(32),
+            ..Overrides::default()
         };
         let config = Config::layered(&file, "config.toml", &env, &flags).unwrap();
         assert_eq!(config.network, "flag");
@@ -434,5 +705,56 @@ mod tests {
         let file = FileConfig::parse(&edited).unwrap();
         assert_eq!(file.network.as_deref(), Some("new"));
         assert_eq!(file.store.and_then(|s| s.cache_mib), Some(8));
+    }
+
+    #[test]
+    fn node_settings_layer_and_parse_peers_rates_and_addresses() {
+        let id = tally_ledger::Identity::from_secret_bytes([3; 32]).peer_id();
+        let file = FileConfig::parse(&format!(
+            "[node]\nlisten = \"127.0.0.1:0\"\npeers = [\"{id}@localhost:7420\"]\nupload_limit = \"2MiB\"\n"
+        ))
+        .unwrap();
+        let config = Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap();
+        assert_eq!(config.node.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.node.peers[0].peer_id, id);
+        assert_eq!(config.node.peers[0].addr, "localhost:7420");
+        assert_eq!(config.node.upload_limit, Some(Rate(2 << 20)));
+        assert_eq!(config.node.download_limit, None);
+
+        let env = |name: &str| match name {
+            ENV_UPLOAD_LIMIT => Some("unlimited".to_owned()),
+            ENV_DOWNLOAD_LIMIT => Some("500KiB".to_owned()),
+            _ => None,
+        };
+        let config = Config::layered(&file, "config.toml", &env, &Overrides::default()).unwrap();
+        assert_eq!(config.node.upload_limit, None);
+        assert_eq!(config.node.download_limit, Some(Rate(500 << 10)));
+
+        let flags = Overrides {
+            peers: vec![format!("{id}@10.0.0.1:1")],
+            listen: Some("0.0.0.0:9000".into()),
+            ..Overrides::default()
+        };
+        let config = Config::layered(&file, "config.toml", &env, &flags).unwrap();
+        assert_eq!(config.node.peers.len(), 1);
+        assert_eq!(config.node.peers[0].to_string(), format!("{id}@10.0.0.1:1"));
+        assert_eq!(config.node.listen.port(), 9000);
+
+        for (bad, key) in [
+            ("[node]\nlisten = \"nowhere\"\n", "listen"),
+            ("[node]\npeers = [\"abc@host:1\"]\n", "peers"),
+            (
+                &format!("[node]\npeers = [\"{id}@host\"]\n") as &str,
+                "peers",
+            ),
+            ("[node]\nupload_limit = \"fast\"\n", "upload_limit"),
+            ("[node]\nack_bytes = 1\n", "ack_bytes"),
+            ("[node]\nmax_connections = 0\n", "max_connections"),
+        ] {
+            let file = FileConfig::parse(bad).unwrap();
+            let err =
+                Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{bad}: {err:#}");
+        }
     }
 }

@@ -76,6 +76,7 @@ impl Context {
             network: cli.command.network_flag().map(str::to_owned),
             log_level: cli.log_level.clone(),
             cache_mib: None,
+            ..Overrides::default()
         };
         let config = Config::load(&data_dir.config_file(), env, &flags)?;
         Ok(Self { data_dir, config })

@@ -59,7 +59,9 @@ impl FromStr for Rate {
             "gi" | "gib" => 1 << 30,
             _ => return Err(error("the unit is unknown")),
         };
-        let value: f64 = number.parse().map_err(|_| error("the number is malformed"))?;
+        let value: f64 = number
+            .parse()
+            .map_err(|_| error("the number is malformed"))?;
         let bytes = value * factor as f64;
         if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
             return Err(error("it must be at least 1 byte per second"));
@@ -72,7 +74,7 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let units = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (size, name) in units {
-            if self.0 >= size && self.0 % (size / 1024).max(1) == 0 {
+            if self.0 >= size && self.0.is_multiple_of((size / 1024).max(1)) {
                 let value = self.0 as f64 / size as f64;
                 return if value.fract() == 0.0 {
                     write!(f, "{value:.0}{name}/s")
@@ -172,7 +174,9 @@ impl RateLimiter {
             bucket.tokens -= bytes as f64;
             None
         } else {
-            Some(Duration::from_secs_f64((needed - bucket.tokens) / rate as f64))
+            Some(Duration::from_secs_f64(
+                (needed - bucket.tokens) / rate as f64,
+            ))
         }
     }
 }
@@ -200,7 +204,13 @@ mod tests {
 
     #[test]
     fn rates_display_readably_and_round_trip() {
-        for rate in [Rate(2 << 20), Rate(1 << 30), Rate(512 << 10), Rate(1000), Rate(1536 << 10)] {
+        for rate in [
+            Rate(2 << 20),
+            Rate(1 << 30),
+            Rate(512 << 10),
+            Rate(1000),
+            Rate(1536 << 10),
+        ] {
             let text = rate.to_string();
             assert_eq!(text.parse::<Rate>(), Ok(rate), "{text}");
         }

@@ -150,12 +150,30 @@ fn init_creates_private_files_and_a_config_with_every_key() {
     let text = fs::read_to_string(data.join("config.toml")).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
     let keys: BTreeSet<&str> = table.keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from(["network", "log_level", "store"]));
+    assert_eq!(
+        keys,
+        BTreeSet::from(["network", "log_level", "store", "node"])
+    );
     assert_eq!(table["network"].as_str(), Some("tally"));
     assert_eq!(table["log_level"].as_str(), Some("warn"));
     let store = table["store"].as_table().unwrap();
     assert_eq!(store.keys().collect::<Vec<_>>(), ["cache_mib"]);
     assert_eq!(store["cache_mib"].as_integer(), Some(64));
+    let node = table["node"].as_table().unwrap();
+    let node_keys: BTreeSet<&str> = node.keys().map(String::as_str).collect();
+    assert_eq!(
+        node_keys,
+        BTreeSet::from([
+            "listen",
+            "api_listen",
+            "peers",
+            "ack_bytes",
+            "credit_window",
+            "upload_limit",
+            "download_limit",
+            "max_connections"
+        ])
+    );
     // Every key is explained.
     assert!(
         text.lines().filter(|l| l.starts_with('#')).count() >= 10,
