@@ -1,11 +1,32 @@
 //! # tally-web
 //!
-//! Owns the node's local HTTP surface: the versioned REST API under `/api/v1`, the live event
-//! stream, `/metrics`, the OpenAPI document, API-key authentication, and the dashboard whose
-//! static files are compiled into the binary.
+//! Owns the node's local HTTP surface. Today that is the versioned REST API under `/api/v1`
+//! and its protection; later also the live event stream, `/metrics`, the OpenAPI document and
+//! the dashboard whose static files are compiled into the binary.
 //!
-//! It defines the trait it serves (what a node answers) and must know nothing of QUIC, the wire
-//! protocol or the store: `tally-node` implements that trait. The dashboard work fills this
-//! crate; for now it only fixes the boundary.
+//! Layout:
+//! - [`model`]: the JSON types, shared by the server and by clients (the CLI's client in
+//!   `tally-node` uses them too), and [`HexId`], the 32-byte id as 64 lowercase hex.
+//! - [`api`]: [`NodeApi`], the trait the server serves — what a node answers.
+//! - [`error`]: [`ApiError`], rendered as `{"status", "code", "message"}` JSON, and
+//!   [`ApiJson`], the body extractor whose rejections are `ApiError`s.
+//! - [`server`]: [`router`] (routes, API-key auth, Host check against DNS rebinding, body
+//!   limit, a tracing span per request) and [`serve`] (connection cap, graceful shutdown).
+//!
+//! What it must not do: know anything of QUIC, the wire protocol, the receipt store or the
+//! ledger's types — `tally-node` implements [`NodeApi`] and maps its own types onto the
+//! [`model`]; the server only checks the shape of inputs (ids, `PEERID@HOST:PORT`) and leaves
+//! meaning to the node. It never logs headers or the API key, answers every error as JSON (never
+//! axum's plain text), and answers bad input with 4xx, never 5xx.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod error;
+pub mod model;
+pub mod server;
+
+pub use api::NodeApi;
+pub use error::{ApiError, ApiJson};
+pub use model::HexId;
+pub use server::{ApiAuth, router, serve};

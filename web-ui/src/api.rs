@@ -1,0 +1,71 @@
+//! [`NodeApi`]: what a node answers. The server calls it; `tally-node` implements it.
+
+use std::future::Future;
+
+use crate::error::ApiError;
+use crate::model::{
+    ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, PeerInfo, RateLimits,
+    ShareRequest, Status,
+};
+
+/// The node as the HTTP API sees it. One method per endpoint; the server checks auth and the
+/// shape of every input before it calls one (ids are [`HexId`]s, a [`ConnectRequest`]'s `peer`
+/// parses with [`ConnectRequest::parse`]), and renders the [`ApiError`] a method returns.
+///
+/// Methods must not block the async runtime: a method that touches the disk or waits on the
+/// network hands the work to the node's own tasks and awaits the answer.
+pub trait NodeApi: Send + Sync + 'static {
+    /// The node at a glance.
+    fn status(&self) -> impl Future<Output = Result<Status, ApiError>> + Send;
+
+    /// Peers the node knows, connected or not.
+    fn peers(&self) -> impl Future<Output = Result<Vec<PeerInfo>, ApiError>> + Send;
+
+    /// Dials a peer and answers once the connection is up (or has failed).
+    fn connect(
+        &self,
+        request: ConnectRequest,
+    ) -> impl Future<Output = Result<PeerInfo, ApiError>> + Send;
+
+    /// Shares a file: chunks and hashes it, and announces it.
+    fn share(
+        &self,
+        request: ShareRequest,
+    ) -> impl Future<Output = Result<ContentSummary, ApiError>> + Send;
+
+    /// Content this node shares.
+    fn content(&self) -> impl Future<Output = Result<Vec<ContentSummary>, ApiError>> + Send;
+
+    /// Starts a download and answers at once, without waiting for any chunk.
+    fn get(
+        &self,
+        request: GetRequest,
+    ) -> impl Future<Output = Result<DownloadInfo, ApiError>> + Send;
+
+    /// Every download since the node started: running, complete and failed.
+    fn downloads(&self) -> impl Future<Output = Result<Vec<DownloadInfo>, ApiError>> + Send;
+
+    /// One download; [`ApiError::not_found`] if the node has none for `content_id`.
+    fn download(
+        &self,
+        content_id: HexId,
+    ) -> impl Future<Output = Result<DownloadInfo, ApiError>> + Send;
+
+    /// Every receipt in the store, each as the JSON object `tally ledger export --json` writes.
+    fn ledger_export(
+        &self,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, ApiError>> + Send;
+
+    /// The rate limits in force.
+    fn limits(&self) -> impl Future<Output = Result<RateLimits, ApiError>> + Send;
+
+    /// Replaces the rate limits and answers the ones now in force.
+    fn set_limits(
+        &self,
+        limits: RateLimits,
+    ) -> impl Future<Output = Result<RateLimits, ApiError>> + Send;
+
+    /// Asks the node to stop gracefully. Answers once the request is taken, before the node
+    /// has stopped, so the HTTP response can still be delivered.
+    fn shutdown(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
+}

@@ -1,0 +1,449 @@
+//! The JSON types of the API, shared by the server ([`crate::server`]) and by clients.
+//!
+//! Request types reject unknown fields, so a typo is a 400 and not a silently ignored setting.
+//! Response types accept unknown fields, so a newer node can add fields without breaking an older
+//! client. Ids (peer ids, content ids) are [`HexId`]s: 64 lowercase hex characters in JSON.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Length of an id in bytes: peer ids (ed25519 public keys) and content ids (BLAKE3 hashes).
+pub const ID_BYTES: usize = 32;
+
+/// Why a string is not a [`HexId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HexIdError {
+    /// The string does not have 64 characters.
+    #[error("expected 64 lowercase hex characters, not {0}")]
+    Length(usize),
+    /// A character is not one of `0-9a-f`.
+    #[error("expected 64 lowercase hex characters, found {found:?} at position {at}")]
+    Char {
+        /// Byte offset of the character.
+        at: usize,
+        /// The offending character.
+        found: char,
+    },
+}
+
+/// Parses 64 lowercase hex characters into 32 bytes. Uppercase is rejected so that every id
+/// has exactly one spelling.
+pub fn parse_hex32(s: &str) -> Result<[u8; ID_BYTES], HexIdError> {
+    if s.len() != 2 * ID_BYTES {
+        return Err(HexIdError::Length(s.chars().count()));
+    }
+    let digit = |at: usize| -> Result<u8, HexIdError> {
+        let b = s.as_bytes()[at];
+        match b {
+            b'0'..=b'9' => Ok(b - b'0'),
+            b'a'..=b'f' => Ok(b - b'a' + 10),
+            _ => Err(HexIdError::Char {
+                at,
+                found: s
+                    .get(at..)
+                    .and_then(|rest| rest.chars().next())
+                    .unwrap_or('?'),
+            }),
+        }
+    };
+    let mut out = [0u8; ID_BYTES];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = (digit(2 * i)? << 4) | digit(2 * i + 1)?;
+    }
+    Ok(out)
+}
+
+/// A 32-byte id — a peer id or a content id — written as 64 lowercase hex characters in JSON
+/// and in URLs. Deserializing checks the shape, so a handler never sees a malformed id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HexId(pub [u8; ID_BYTES]);
+
+impl HexId {
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; ID_BYTES] {
+        &self.0
+    }
+}
+
+impl From<[u8; ID_BYTES]> for HexId {
+    fn from(bytes: [u8; ID_BYTES]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl FromStr for HexId {
+    type Err = HexIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex32(s).map(Self)
+    }
+}
+
+impl fmt::Display for HexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for HexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HexId({self})")
+    }
+}
+
+impl Serialize for HexId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Borrowing would fail on strings with escapes; ids never need them, but an owned
+        // string keeps the error a shape error rather than a type error.
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What `GET /api/v1/status` answers: the node at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node's peer id.
+    pub peer_id: HexId,
+    /// The network's name (from the config).
+    pub network: String,
+    /// The network's id, as the node derives it from the name (nodes of different networks do
+    /// not talk).
+    pub network_id: String,
+    /// The node's version (`tally-node`'s crate version).
+    pub version: String,
+    /// The address the QUIC endpoint is bound to, `HOST:PORT`.
+    pub quic_addr: String,
+    /// The address this HTTP API is bound to, `HOST:PORT`.
+    pub api_addr: String,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
+    /// Peers with an open connection.
+    pub peers_connected: u32,
+    /// The receipt store's counts.
+    pub store: StoreStatus,
+    /// Payload bytes moved since the node started.
+    pub transfer: TransferTotals,
+    /// The rate limits in force.
+    pub limits: RateLimits,
+}
+
+/// The receipt store's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Receipts held (one latest receipt per pair).
+    pub receipts: u64,
+    /// Ordered (uploader, downloader) pairs with a receipt.
+    pub pairs: u64,
+    /// Conflicts recorded: two different receipts with the same pair and sequence number.
+    pub conflicts: u64,
+    /// Peers marked dishonest because of a conflict they signed.
+    pub dishonest: u64,
+}
+
+/// Payload bytes moved since the node started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferTotals {
+    /// Bytes this node uploaded to peers.
+    pub bytes_up: u64,
+    /// Bytes this node downloaded from peers.
+    pub bytes_down: u64,
+}
+
+/// Upload and download rate limits. `null` means unlimited. `PUT /api/v1/limits` replaces both:
+/// an absent field is `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Upload cap in bytes per second, or `null` for unlimited.
+    #[serde(default)]
+    pub upload_bytes_per_s: Option<u64>,
+    /// Download cap in bytes per second, or `null` for unlimited.
+    #[serde(default)]
+    pub download_bytes_per_s: Option<u64>,
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The peer dialled this node: `"in"`.
+    In,
+    /// This node dialled the peer: `"out"`.
+    Out,
+}
+
+/// One peer this node knows, as `GET /api/v1/peers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub peer_id: HexId,
+    /// The peer's address, `HOST:PORT`.
+    pub addr: String,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// Who opened the (last) connection: `"in"` or `"out"`.
+    pub direction: Direction,
+    /// When the (last) connection was opened, Unix milliseconds.
+    pub since_ms: u64,
+    /// Payload bytes this node sent the peer.
+    pub bytes_sent: u64,
+    /// Payload bytes this node received from the peer.
+    pub bytes_received: u64,
+    /// The latest receipt sequence numbers between this node and the peer.
+    pub receipts: PeerReceipts,
+}
+
+/// The latest receipt sequence number in each direction between this node and one peer;
+/// `null` when that chain has no receipt yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReceipts {
+    /// Chain in which this node is the uploader (the peer signed for bytes it received).
+    pub up: Option<u64>,
+    /// Chain in which the peer is the uploader (this node signed for bytes it received).
+    pub down: Option<u64>,
+}
+
+/// Body of `POST /api/v1/peers`: dial a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// `PEERID@HOST:PORT`: the peer's id (64 lowercase hex) and its QUIC address. IPv6 hosts go
+    /// in brackets: `PEERID@[::1]:7420`.
+    pub peer: String,
+}
+
+/// A [`ConnectRequest`] whose `peer` has the right shape. The host is not resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTarget {
+    /// The peer id the dialled node must present.
+    pub peer_id: HexId,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// UDP port, never 0.
+    pub port: u16,
+}
+
+/// Why a [`ConnectRequest`]'s `peer` is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerAddrError {
+    /// No `@` between peer id and address.
+    #[error("expected PEERID@HOST:PORT, found no '@'")]
+    MissingAt,
+    /// The peer id is not 64 lowercase hex characters.
+    #[error("bad peer id: {0}")]
+    PeerId(#[from] HexIdError),
+    /// The address has no `:PORT`.
+    #[error("expected PEERID@HOST:PORT, the address has no port")]
+    MissingPort,
+    /// The port is not a number from 1 to 65535.
+    #[error("bad port {0:?}: expected a number from 1 to 65535")]
+    BadPort(String),
+    /// The host is empty or has a character that cannot be in a host name or address.
+    #[error("bad host {0:?}")]
+    BadHost(String),
+}
+
+impl ConnectRequest {
+    /// Checks the shape of `peer` and splits it.
+    pub fn parse(&self) -> Result<PeerTarget, PeerAddrError> {
+        let (id, addr) = self.peer.split_once('@').ok_or(PeerAddrError::MissingAt)?;
+        let peer_id = id.parse::<HexId>()?;
+        let (host, port) = addr.rsplit_once(':').ok_or(PeerAddrError::MissingPort)?;
+        let port = match port.parse::<u16>() {
+            Ok(p) if p != 0 && !port.starts_with('+') => p,
+            _ => return Err(PeerAddrError::BadPort(port.to_owned())),
+        };
+        let host = match host.strip_prefix('[') {
+            Some(rest) => match rest.strip_suffix(']') {
+                Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+                _ => return Err(PeerAddrError::BadHost(host.to_owned())),
+            },
+            None => host,
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        // A bare IPv6 address without brackets is ambiguous with the port separator.
+        if !host_ok || (host.contains(':') && !addr.starts_with('[')) {
+            return Err(PeerAddrError::BadHost(host.to_owned()));
+        }
+        Ok(PeerTarget {
+            peer_id,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Body of `POST /api/v1/content`: share a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Path of the file to share, as the node (not the client) sees it; relative paths are
+    /// relative to the node's working directory, so clients should send absolute paths.
+    pub path: String,
+}
+
+/// One piece of content this node shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentSummary {
+    /// The content id: BLAKE3 of the manifest.
+    pub content_id: HexId,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// The file name it was shared under.
+    pub name: String,
+}
+
+/// Body of `POST /api/v1/downloads`: start downloading content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRequest {
+    /// The content to fetch.
+    pub content_id: HexId,
+    /// Where the node writes the file, as the node sees it (send absolute paths).
+    pub out: String,
+}
+
+/// Where a download stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadState {
+    /// Fetching chunks: `"running"`.
+    Running,
+    /// Every chunk verified and written: `"complete"`.
+    Complete,
+    /// Stopped for good; `error` says why: `"failed"`.
+    Failed,
+}
+
+/// One download, as `GET /api/v1/downloads` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadInfo {
+    /// The content being fetched.
+    pub content_id: HexId,
+    /// Where the file is written.
+    pub out: String,
+    /// Total size in bytes (0 until the manifest is known).
+    pub size: u64,
+    /// Verified bytes written so far.
+    pub bytes_have: u64,
+    /// Number of chunks (0 until the manifest is known).
+    pub chunks_total: u64,
+    /// Verified chunks written so far.
+    pub chunks_have: u64,
+    /// Peers currently serving chunks of it.
+    pub providers: u32,
+    /// Running, complete or failed.
+    pub state: DownloadState,
+    /// Why it failed; `null` unless `state` is `"failed"`.
+    pub error: Option<String>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The HTTP status code, repeated.
+    pub status: u16,
+    /// A stable, machine-readable code, e.g. `"bad_request"`, `"unauthorized"`.
+    pub code: String,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn hex_ids_round_trip_and_reject_bad_shapes() {
+        let id: HexId = ID.parse().unwrap();
+        assert_eq!(id.as_bytes()[1], 0x11);
+        assert_eq!(id.to_string(), ID);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{ID}\""));
+        assert_eq!(parse_hex32("abc"), Err(HexIdError::Length(3)));
+        assert_eq!(
+            parse_hex32(&ID.to_uppercase()),
+            Err(HexIdError::Char { at: 20, found: 'A' })
+        );
+        let with_g = format!("g{}", &ID[1..]);
+        assert_eq!(
+            parse_hex32(&with_g),
+            Err(HexIdError::Char { at: 0, found: 'g' })
+        );
+        // A multi-byte character must not split a char boundary or panic.
+        let with_e = format!("é{}", &ID[2..]);
+        assert!(matches!(
+            parse_hex32(&with_e),
+            Err(HexIdError::Char { at: 0, .. })
+        ));
+        assert!(serde_json::from_str::<HexId>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn connect_requests_parse_peer_id_host_and_port() {
+        let parse = |peer: String| ConnectRequest { peer }.parse();
+        let t = parse(format!("{ID}@127.0.0.1:7420")).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 7420));
+        let t = parse(format!("{ID}@[::1]:7420")).unwrap();
+        assert_eq!(t.host, "::1");
+        let t = parse(format!("{ID}@node-1.example:1")).unwrap();
+        assert_eq!(t.host, "node-1.example");
+        assert_eq!(parse("x".into()), Err(PeerAddrError::MissingAt));
+        assert!(matches!(
+            parse("abc@h:1".to_owned()),
+            Err(PeerAddrError::PeerId(_))
+        ));
+        assert_eq!(parse(format!("{ID}@h")), Err(PeerAddrError::MissingPort));
+        assert!(matches!(
+            parse(format!("{ID}@h:0")),
+            Err(PeerAddrError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse(format!("{ID}@h:+1")),
+            Err(PeerAddrError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse(format!("{ID}@:1")),
+            Err(PeerAddrError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse(format!("{ID}@::1:1")),
+            Err(PeerAddrError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse(format!("{ID}@a b:1")),
+            Err(PeerAddrError::BadHost(_))
+        ));
+    }
+
+    #[test]
+    fn enums_use_the_documented_spellings() {
+        assert_eq!(serde_json::to_string(&Direction::In).unwrap(), "\"in\"");
+        assert_eq!(
+            serde_json::to_string(&DownloadState::Complete).unwrap(),
+            "\"complete\""
+        );
+        let limits: RateLimits = serde_json::from_str(r#"{"upload_bytes_per_s":5}"#).unwrap();
+        assert_eq!(limits.download_bytes_per_s, None);
+        assert!(serde_json::from_str::<RateLimits>(r#"{"upload":5}"#).is_err());
+    }
+}
