@@ -20,11 +20,13 @@ use anyhow::Context as _;
 
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod data_dir;
 pub mod id_cmd;
 pub mod init;
 pub mod ledger_cmd;
 pub mod rate;
+pub mod transport;
 
 use cli::{Cli, Command, LedgerCommand};
 use config::{Config, Overrides};
