@@ -93,11 +93,63 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     ApiKey(ApiKeyArgs),
 
+    /// Run the node in the foreground until Ctrl-C or SIGTERM
+    ///
+    /// Listens for peers over QUIC (--listen) and serves the HTTP API (--api-listen), dials
+    /// the configured peers and redials them after a drop. Once listening it prints its
+    /// peer_id, network_id, quic_addr and api_addr, and writes them to DATA_DIR/node.json, which
+    /// the other commands read to find it. A missing data directory is initialised first, as
+    /// `tally init` would.
+    ///
+    /// Examples:
+    ///   tally run
+    ///   tally run --listen 0.0.0.0:0 --api-listen 127.0.0.1:0 --json
+    ///   tally run --peer 3b6a27bc...@192.0.2.7:7420 --upload-limit 2MiB
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+
+    /// Show the running node: identity, addresses, peers, store and transfer totals
+    #[command(verbatim_doc_comment)]
+    Status(JsonArgs),
+
+    /// List the connected peers with the bytes and receipts exchanged with each
+    #[command(verbatim_doc_comment)]
+    Peers(JsonArgs),
+
+    /// Connect the running node to a peer now, and redial it after a drop
+    ///
+    /// Examples:
+    ///   tally connect 3b6a27bc...@192.0.2.7:7420
+    #[command(verbatim_doc_comment)]
+    Connect(ConnectArgs),
+
+    /// Add a file to the running node's content store and print its content id
+    ///
+    /// The file is copied into DATA_DIR/content in chunks of 256 KiB, each hashed with BLAKE3;
+    /// the content id is the BLAKE3 hash of the list of chunk hashes (the manifest). Peers fetch
+    /// it with `tally get CONTENT_ID`.
+    ///
+    /// Examples:
+    ///   tally share ./video.mkv
+    #[command(verbatim_doc_comment)]
+    Share(ShareArgs),
+
+    /// Download a content from the running node's peers into a file
+    ///
+    /// Chunks come from every connected peer that holds them, in parallel, and each is verified
+    /// before it is stored. Shows progress on a terminal. Exits 0 only when the file is complete
+    /// and verified. An interrupted download resumes where it stopped.
+    ///
+    /// Examples:
+    ///   tally get 9f86d081...e2 --out ./video.mkv
+    #[command(verbatim_doc_comment)]
+    Get(GetArgs),
+
     /// Inspect, move and check the receipts in the store.
     ///
     /// The store holds the latest receipt of every (uploader, downloader) pair this node knows,
-    /// and the conflict proofs it has seen. Only one process may open it at a time: stop a
-    /// running node before using these commands on its data directory.
+    /// and the conflict proofs it has seen. `export` asks the running node when there is one;
+    /// `import` and `verify` need the store to themselves: stop the node first.
     Ledger {
         /// The ledger command.
         #[command(subcommand)]
@@ -125,6 +177,93 @@ pub struct InitArgs {
     pub force: bool,
 
     /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where to listen for peers (UDP), as IP:PORT; port 0 picks a free port.
+    ///
+    /// Defaults to `[node] listen` in config.toml, itself 0.0.0.0:7420.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Where the HTTP API listens, as IP:PORT; port 0 picks a free port.
+    ///
+    /// Defaults to `[node] api_listen` in config.toml, itself 127.0.0.1:7421.
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<String>,
+
+    /// A peer to dial at start and redial after a drop, as PEERID@HOST:PORT. Repeatable; when
+    /// given, replaces `[node] peers` of config.toml.
+    #[arg(long = "peer", value_name = "PEERID@HOST:PORT")]
+    pub peers: Vec<String>,
+
+    /// Global upload limit in bytes per second, with units (2MiB, 500KiB, 1.5MB) or
+    /// "unlimited". Changeable at runtime through the API.
+    #[arg(long, value_name = "RATE")]
+    pub upload_limit: Option<String>,
+
+    /// Global download limit, as --upload-limit.
+    #[arg(long, value_name = "RATE")]
+    pub download_limit: Option<String>,
+
+    /// Test mode: never propose a receipt (a freerider). Peers stop serving this node after
+    /// one credit window each.
+    #[arg(long, hide = true)]
+    pub never_sign: bool,
+
+    /// Print the startup line as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The peer, as PEERID@HOST:PORT (PEERID is what `tally id` prints on that node).
+    #[arg(value_name = "PEERID@HOST:PORT")]
+    pub peer: String,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally share`.
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The file to share.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The content id, 64 lowercase hex characters (what `tally share` printed).
+    #[arg(value_name = "CONTENT_ID")]
+    pub content_id: String,
+
+    /// Where to write the file.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// Print the final state as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,
 }
@@ -213,6 +352,14 @@ impl Command {
     pub fn network_flag(&self) -> Option<&str> {
         match self {
             Command::Init(args) => args.network.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `[node]` settings given as flags of `tally run`, if this is it.
+    pub fn run_flags(&self) -> Option<&RunArgs> {
+        match self {
+            Command::Run(args) => Some(args),
             _ => None,
         }
     }

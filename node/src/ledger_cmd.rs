@@ -30,8 +30,23 @@ pub fn open_store(context: &Context) -> anyhow::Result<Store> {
     )?)
 }
 
-/// `tally ledger export`: every stored receipt, as JSON lines or a table.
+/// `tally ledger export`: every stored receipt, as JSON lines or a table. While a node runs it
+/// holds the store, so the receipts come from it through the API.
 pub fn export(context: &Context, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
+    if crate::client_cmd::node_is_running(context) {
+        if json {
+            return crate::client_cmd::export(context, out);
+        }
+        let mut lines = Vec::new();
+        crate::client_cmd::export(context, &mut lines)?;
+        let receipts = lines
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(serde_json::from_slice::<Receipt>)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the node sent a receipt this command cannot read")?;
+        return write_table(receipts.into_iter().map(Ok), out);
+    }
     let store = open_store(context)?;
     if json {
         let mut line = Vec::with_capacity(512);
@@ -42,33 +57,41 @@ pub fn export(context: &Context, json: bool, out: &mut dyn Write) -> anyhow::Res
             line.push(b'\n');
             out.write_all(&line)?;
         }
+        Ok(Status::Success)
     } else {
-        writeln!(
-            out,
-            "{:<10}  {:<10}  {:>8}  {:>16}  {:>16}  TIME (UTC)",
-            "UPLOADER", "DOWNLOADER", "SEQ", "BYTES", "CREDITS"
-        )?;
-        let mut count = 0u64;
-        for receipt in store.iter() {
-            let r = receipt?;
-            writeln!(
-                out,
-                "{:<10}  {:<10}  {:>8}  {:>16}  {:>16}  {}",
-                r.uploader.fmt_short(),
-                r.downloader.fmt_short(),
-                r.seq,
-                r.bytes,
-                r.credits,
-                format_time_ms(r.time_ms)
-            )?;
-            count += 1;
-        }
-        writeln!(
-            out,
-            "{count} receipt{} (the latest of each pair)",
-            if count == 1 { "" } else { "s" }
-        )?;
+        write_table(store.iter().map(|r| r.map_err(anyhow::Error::from)), out)
     }
+}
+
+fn write_table(
+    receipts: impl Iterator<Item = anyhow::Result<Receipt>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    writeln!(
+        out,
+        "{:<10}  {:<10}  {:>8}  {:>16}  {:>16}  TIME (UTC)",
+        "UPLOADER", "DOWNLOADER", "SEQ", "BYTES", "CREDITS"
+    )?;
+    let mut count = 0u64;
+    for receipt in receipts {
+        let r = receipt?;
+        writeln!(
+            out,
+            "{:<10}  {:<10}  {:>8}  {:>16}  {:>16}  {}",
+            r.uploader.fmt_short(),
+            r.downloader.fmt_short(),
+            r.seq,
+            r.bytes,
+            r.credits,
+            format_time_ms(r.time_ms)
+        )?;
+        count += 1;
+    }
+    writeln!(
+        out,
+        "{count} receipt{} (the latest of each pair)",
+        if count == 1 { "" } else { "s" }
+    )?;
     Ok(Status::Success)
 }
 

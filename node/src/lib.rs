@@ -19,14 +19,19 @@ use std::io::Write;
 use anyhow::Context as _;
 
 pub mod cli;
+pub mod client;
+pub mod client_cmd;
 pub mod config;
 pub mod content;
+pub mod daemon;
 pub mod data_dir;
 pub mod id_cmd;
 pub mod init;
 pub mod ledger_cmd;
 pub mod rate;
+pub mod run_cmd;
 pub mod transport;
+pub mod wire;
 
 use cli::{Cli, Command, LedgerCommand};
 use config::{Config, Overrides};
@@ -78,7 +83,18 @@ impl Context {
             network: cli.command.network_flag().map(str::to_owned),
             log_level: cli.log_level.clone(),
             cache_mib: None,
-            ..Overrides::default()
+            listen: cli.command.run_flags().and_then(|a| a.listen.clone()),
+            api_listen: cli.command.run_flags().and_then(|a| a.api_listen.clone()),
+            peers: cli
+                .command
+                .run_flags()
+                .map(|a| a.peers.clone())
+                .unwrap_or_default(),
+            upload_limit: cli.command.run_flags().and_then(|a| a.upload_limit.clone()),
+            download_limit: cli
+                .command
+                .run_flags()
+                .and_then(|a| a.download_limit.clone()),
         };
         let config = Config::load(&data_dir.config_file(), env, &flags)?;
         Ok(Self { data_dir, config })
@@ -96,6 +112,12 @@ pub fn run(
         Command::Init(args) => init::run(args, context, out)?,
         Command::Id(args) => id_cmd::id(args, context, out)?,
         Command::ApiKey(args) => id_cmd::api_key(args, context, out)?,
+        Command::Run(args) => run_cmd::run(args, context, out, err)?,
+        Command::Status(args) => client_cmd::status(args, context, out)?,
+        Command::Peers(args) => client_cmd::peers(args, context, out)?,
+        Command::Connect(args) => client_cmd::connect(args, context, out)?,
+        Command::Share(args) => client_cmd::share(args, context, out)?,
+        Command::Get(args) => client_cmd::get(args, context, out)?,
         Command::Ledger { command } => match command {
             LedgerCommand::Export { json } => ledger_cmd::export(context, *json, out)?,
             LedgerCommand::Import { file, json } => {

@@ -1,0 +1,253 @@
+//! The commands that are clients of a running node: `status`, `peers`, `connect`, `share`,
+//! `get`, and `ledger export` while a node runs. They find the node through `DATA_DIR/node.json`
+//! and authenticate with `DATA_DIR/api_key`, as the ipfs and syncthing command lines do.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tally_web::model::{
+    ConnectRequest, Direction, DownloadInfo, DownloadState, GetRequest, HexId, ShareRequest,
+};
+
+use crate::cli::{ConnectArgs, GetArgs, JsonArgs, ShareArgs};
+use crate::client::ApiClient;
+use crate::daemon::{NodeFile, node_file_path};
+use crate::id_cmd::{self, write_json_line};
+use crate::{Context, Status};
+
+/// How often `get` polls the node for progress.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The running node of this data directory, or an error that says how to start one.
+pub fn node_client(context: &Context) -> anyhow::Result<ApiClient> {
+    let root = context.data_dir.root();
+    let path = node_file_path(root);
+    let no_node = || {
+        anyhow::anyhow!(
+            "no tally node is running for {}: start one with `tally --data-dir {} run`",
+            root.display(),
+            root.display()
+        )
+    };
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_node()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let info: NodeFile = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is damaged; restart the node to rewrite it",
+            path.display()
+        )
+    })?;
+    let key = id_cmd::read_api_key(&context.data_dir)?;
+    Ok(ApiClient::new(&format!("http://{}", info.api_addr), key))
+}
+
+/// Whether a running node answers for this data directory.
+pub fn node_is_running(context: &Context) -> bool {
+    node_client(context).is_ok_and(|client| client.status().is_ok())
+}
+
+/// `tally status`.
+pub fn status(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let status = node_client(context)?.status()?;
+    if args.json {
+        write_json_line(out, &status)?;
+        return Ok(Status::Success);
+    }
+    writeln!(out, "peer_id      {}", status.peer_id)?;
+    writeln!(
+        out,
+        "network      {} ({})",
+        status.network, status.network_id
+    )?;
+    writeln!(out, "version      {}", status.version)?;
+    writeln!(out, "quic_addr    {}", status.quic_addr)?;
+    writeln!(out, "api_addr     http://{}", status.api_addr)?;
+    writeln!(out, "uptime       {} s", status.uptime_s)?;
+    writeln!(out, "peers        {} connected", status.peers_connected)?;
+    writeln!(
+        out,
+        "store        {} receipts, {} conflicts, {} keys marked dishonest",
+        status.store.receipts, status.store.conflicts, status.store.dishonest
+    )?;
+    writeln!(
+        out,
+        "transferred  {} up, {} down",
+        human_bytes(status.transfer.bytes_up),
+        human_bytes(status.transfer.bytes_down)
+    )?;
+    let limit =
+        |l: Option<u64>| l.map_or("unlimited".to_owned(), |r| format!("{}/s", human_bytes(r)));
+    writeln!(
+        out,
+        "limits       up {}, down {}",
+        limit(status.limits.upload_bytes_per_s),
+        limit(status.limits.download_bytes_per_s)
+    )?;
+    Ok(Status::Success)
+}
+
+/// `tally peers`.
+pub fn peers(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let peers = node_client(context)?.peers()?;
+    if args.json {
+        write_json_line(out, &peers)?;
+        return Ok(Status::Success);
+    }
+    if peers.is_empty() {
+        writeln!(
+            out,
+            "no peers connected; add one with `tally connect PEERID@HOST:PORT`"
+        )?;
+        return Ok(Status::Success);
+    }
+    writeln!(
+        out,
+        "{:<16} {:<22} {:<4} {:>10} {:>10} {:>8} {:>8}",
+        "peer", "address", "dir", "sent", "received", "seq up", "seq down"
+    )?;
+    for peer in peers {
+        let seq = |s: Option<u64>| s.map_or("-".to_owned(), |s| s.to_string());
+        writeln!(
+            out,
+            "{:<16} {:<22} {:<4} {:>10} {:>10} {:>8} {:>8}",
+            &peer.peer_id.to_string()[..16],
+            peer.addr,
+            match peer.direction {
+                Direction::In => "in",
+                Direction::Out => "out",
+            },
+            human_bytes(peer.bytes_sent),
+            human_bytes(peer.bytes_received),
+            seq(peer.receipts.up),
+            seq(peer.receipts.down),
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally connect`.
+pub fn connect(
+    args: &ConnectArgs,
+    context: &Context,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    let peer = node_client(context)?.connect(&ConnectRequest {
+        peer: args.peer.clone(),
+    })?;
+    if args.json {
+        write_json_line(out, &peer)?;
+    } else {
+        writeln!(out, "connected to {} at {}", peer.peer_id, peer.addr)?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally share`.
+pub fn share(args: &ShareArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let path = absolute(&args.path)?;
+    let client = node_client(context)?;
+    let content = client.share(&ShareRequest {
+        path: path.display().to_string(),
+    })?;
+    if args.json {
+        write_json_line(out, &content)?;
+    } else {
+        writeln!(out, "{}", content.content_id)?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally get`: starts the download, shows progress, and exits 0 only when the file is complete
+/// and verified.
+pub fn get(args: &GetArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let content_id: HexId = args
+        .content_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`{}` is not a content id: {e}", args.content_id))?;
+    let out_path = absolute(&args.out)?;
+    let client = node_client(context)?;
+    let mut info = client.get(&GetRequest {
+        content_id,
+        out: out_path.display().to_string(),
+    })?;
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(info.size.max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    while info.state == DownloadState::Running {
+        if let Some(bar) = &bar {
+            bar.set_length(info.size.max(1));
+            bar.set_position(info.bytes_have);
+            bar.set_message(format!("{} providers", info.providers));
+        }
+        std::thread::sleep(POLL);
+        info = client.download(&content_id)?;
+    }
+    if let Some(bar) = &bar {
+        bar.set_position(info.bytes_have);
+        bar.finish_and_clear();
+    }
+    report_download(&info, args.json, out)
+}
+
+fn report_download(info: &DownloadInfo, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
+    if json {
+        write_json_line(out, info)?;
+    }
+    match info.state {
+        DownloadState::Complete => {
+            if !json {
+                writeln!(
+                    out,
+                    "{} ({}) written to {}",
+                    info.content_id,
+                    human_bytes(info.size),
+                    info.out
+                )?;
+            }
+            Ok(Status::Success)
+        }
+        _ => anyhow::bail!(
+            "the download of {} failed: {}",
+            info.content_id,
+            info.error.as_deref().unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// `tally ledger export` through a running node.
+pub fn export(context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    node_client(context)?.ledger_export(out)?;
+    Ok(Status::Success)
+}
+
+fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// `1.5 MiB`-style sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

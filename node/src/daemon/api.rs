@@ -1,0 +1,313 @@
+//! The node as the HTTP API sees it: tally-web's [`NodeApi`] implemented over [`Shared`].
+//! Bad input from a client is a 4xx with a message that says what to fix; only the node's own
+//! failures are 5xx.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tally_ledger::{Pair, PeerId};
+use tally_web::api::NodeApi;
+use tally_web::error::ApiError;
+use tally_web::model::{
+    ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo, DownloadState,
+    GetRequest, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status, StoreStatus,
+    TransferTotals,
+};
+
+use super::Shared;
+use super::fetch::{DownloadStatus, Phase};
+use super::peers::{self, Direction};
+use crate::config::PeerAddr;
+use crate::content::{ContentError, ContentId};
+use crate::rate::Rate;
+
+/// The node's side of the HTTP API.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+impl NodeHandle {
+    /// The API's view of the running node.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!("API request failed: {error}");
+    ApiError::internal(error.to_string())
+}
+
+fn download_info(status: &DownloadStatus) -> DownloadInfo {
+    let (state, error) = match status.phase() {
+        Phase::Running => (DownloadState::Running, None),
+        Phase::Complete => (DownloadState::Complete, None),
+        Phase::Failed(why) => (DownloadState::Failed, Some(why)),
+    };
+    DownloadInfo {
+        content_id: HexId(status.content.0),
+        out: status.out.display().to_string(),
+        size: status.size.load(Ordering::Relaxed),
+        bytes_have: status.bytes_have.load(Ordering::Relaxed),
+        chunks_total: u64::from(status.chunks_total.load(Ordering::Relaxed)),
+        chunks_have: u64::from(status.chunks_have.load(Ordering::Relaxed)),
+        providers: status.providers.load(Ordering::Relaxed),
+        state,
+        error,
+    }
+}
+
+impl NodeHandle {
+    fn peer_info(
+        &self,
+        peer: PeerId,
+        addr: std::net::SocketAddr,
+        direction: Direction,
+        since_ms: u64,
+        sent: u64,
+        received: u64,
+    ) -> Result<PeerInfo, ApiError> {
+        let me = self.shared.me;
+        let store = &self.shared.store;
+        let up = store
+            .latest(&Pair {
+                uploader: me,
+                downloader: peer,
+            })
+            .map_err(internal)?
+            .map(|r| r.seq);
+        let down = store
+            .latest(&Pair {
+                uploader: peer,
+                downloader: me,
+            })
+            .map_err(internal)?
+            .map(|r| r.seq);
+        Ok(PeerInfo {
+            peer_id: HexId(*peer.as_bytes()),
+            addr: addr.to_string(),
+            connected: true,
+            direction: match direction {
+                Direction::Inbound => ApiDirection::In,
+                Direction::Outbound => ApiDirection::Out,
+            },
+            since_ms,
+            bytes_sent: sent,
+            bytes_received: received,
+            receipts: PeerReceipts { up, down },
+        })
+    }
+}
+
+impl NodeApi for NodeHandle {
+    async fn status(&self) -> Result<Status, ApiError> {
+        let shared = &self.shared;
+        let store = &shared.store;
+        let conflicts = store.conflicts().map_err(internal)?.len() as u64;
+        let dishonest = store.dishonest().map_err(internal)?.len() as u64;
+        let pairs = store.pair_count() as u64;
+        let api_addr = shared
+            .api_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Ok(Status {
+            peer_id: HexId(*shared.me.as_bytes()),
+            network: shared.network_name.clone(),
+            network_id: shared.network.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            quic_addr: shared.endpoint.local_addr().to_string(),
+            api_addr,
+            uptime_s: shared.started.elapsed().as_secs(),
+            peers_connected: shared.peers.connected().len() as u32,
+            store: StoreStatus {
+                receipts: pairs,
+                pairs,
+                conflicts,
+                dishonest,
+            },
+            transfer: TransferTotals {
+                bytes_up: shared.bytes_up.load(Ordering::Relaxed),
+                bytes_down: shared.bytes_down.load(Ordering::Relaxed),
+            },
+            limits: self.current_limits(),
+        })
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
+        let mut out = Vec::new();
+        for (peer, addr, direction, since, sent, received) in self.shared.peers.snapshot() {
+            out.push(self.peer_info(peer, addr, direction, since, sent, received)?);
+        }
+        out.sort_by_key(|p| p.peer_id);
+        Ok(out)
+    }
+
+    async fn connect(&self, request: ConnectRequest) -> Result<PeerInfo, ApiError> {
+        let target: PeerAddr = request
+            .peer
+            .parse()
+            .map_err(|e: anyhow::Error| ApiError::bad_request(format!("{e:#}")))?;
+        let peer = target.peer_id;
+        peers::connect(&self.shared, target)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot connect: {e:#}")))?;
+        // The driver registers the connection as it starts; wait for it briefly.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(entry) = self
+                .shared
+                .peers
+                .snapshot()
+                .into_iter()
+                .find(|entry| entry.0 == peer)
+            {
+                let (peer, addr, direction, since, sent, received) = entry;
+                return self.peer_info(peer, addr, direction, since, sent, received);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::unavailable(
+                    "connected, but the connection closed at once; see the node's log",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn share(&self, request: ShareRequest) -> Result<ContentSummary, ApiError> {
+        let path = PathBuf::from(&request.path);
+        if !path.is_absolute() {
+            return Err(ApiError::bad_request(format!(
+                "{} is not an absolute path: the node may run in another directory than you",
+                request.path
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let content = std::sync::Arc::clone(&self.shared.content);
+        let imported = tokio::task::spawn_blocking(move || content.import(&path, &mut |_| {}))
+            .await
+            .map_err(internal)?;
+        match imported {
+            Ok((id, manifest)) => Ok(ContentSummary {
+                content_id: HexId(id.0),
+                size: manifest.size(),
+                chunks: u64::from(manifest.chunk_count()),
+                name,
+            }),
+            Err(
+                error @ (ContentError::SourceMissing { .. }
+                | ContentError::SourceIsDirectory { .. }
+                | ContentError::SourceUnreadable { .. }
+                | ContentError::TooLarge { .. }),
+            ) => Err(ApiError::unprocessable(error.to_string())),
+            Err(error) => Err(internal(error)),
+        }
+    }
+
+    async fn content(&self) -> Result<Vec<ContentSummary>, ApiError> {
+        let content = std::sync::Arc::clone(&self.shared.content);
+        let list = tokio::task::spawn_blocking(move || content.list())
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(list
+            .into_iter()
+            .map(|info| ContentSummary {
+                content_id: HexId(info.id.0),
+                size: info.size,
+                chunks: u64::from(info.chunks),
+                name: info.name.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn get(&self, request: GetRequest) -> Result<DownloadInfo, ApiError> {
+        let out = PathBuf::from(&request.out);
+        if !out.is_absolute() {
+            return Err(ApiError::bad_request(format!(
+                "{} is not an absolute path: the node may run in another directory than you",
+                request.out
+            )));
+        }
+        if out.is_dir() {
+            return Err(ApiError::unprocessable(format!(
+                "{} is a directory; give the path of the file to write",
+                request.out
+            )));
+        }
+        let status = super::fetch::start(&self.shared, ContentId(request.content_id.0), out)
+            .map_err(|e| ApiError::conflict(format!("{e:#}")))?;
+        Ok(download_info(&status))
+    }
+
+    async fn downloads(&self) -> Result<Vec<DownloadInfo>, ApiError> {
+        let downloads = self.shared.downloads();
+        let mut out: Vec<DownloadInfo> = downloads.values().map(|s| download_info(s)).collect();
+        out.sort_by_key(|d| d.content_id);
+        Ok(out)
+    }
+
+    async fn download(&self, content_id: HexId) -> Result<DownloadInfo, ApiError> {
+        let downloads = self.shared.downloads();
+        downloads
+            .get(&ContentId(content_id.0))
+            .map(|s| download_info(s))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no download of {content_id}; start one with POST /api/v1/downloads"
+                ))
+            })
+    }
+
+    async fn ledger_export(&self) -> Result<Vec<serde_json::Value>, ApiError> {
+        let store = Arc::clone(&self.shared.store);
+        tokio::task::spawn_blocking(move || {
+            store
+                .iter()
+                .map(|receipt| {
+                    let receipt = receipt.map_err(internal)?;
+                    serde_json::to_value(receipt).map_err(internal)
+                })
+                .collect()
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn limits(&self) -> Result<RateLimits, ApiError> {
+        Ok(self.current_limits())
+    }
+
+    async fn set_limits(&self, limits: RateLimits) -> Result<RateLimits, ApiError> {
+        let rate = |v: Option<u64>| v.filter(|&r| r > 0).map(Rate);
+        self.shared
+            .upload_limit
+            .set_rate(rate(limits.upload_bytes_per_s));
+        self.shared
+            .download_limit
+            .set_rate(rate(limits.download_bytes_per_s));
+        tracing::info!(?limits, "rate limits changed");
+        Ok(self.current_limits())
+    }
+
+    async fn shutdown(&self) -> Result<(), ApiError> {
+        tracing::info!("shutdown asked through the API");
+        self.shared.stop_requested.cancel();
+        Ok(())
+    }
+}
+
+impl NodeHandle {
+    fn current_limits(&self) -> RateLimits {
+        RateLimits {
+            upload_bytes_per_s: self.shared.upload_limit.rate().map(|r| r.0),
+            download_bytes_per_s: self.shared.download_limit.rate().map(|r| r.0),
+        }
+    }
+}

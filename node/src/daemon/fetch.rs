@@ -1,0 +1,652 @@
+//! Downloads: the downloader's side of a transfer. A download finds the manifest, asks every
+//! connected peer which chunks it holds, and pulls missing chunks from all providers at once
+//! (a few requests in flight per provider). Every chunk is verified before it is stored or
+//! counted; a provider that sends a bad one is dropped from the download and penalised. Receipts
+//! are proposed every `ack_bytes` per provider and at the end.
+//!
+//! Verified chunks survive a restart (the content store keeps them), so a download started again
+//! resumes where it stopped.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tally_ledger::PeerId;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use super::peers::request;
+use super::{Shared, now_ms};
+use crate::content::{ContentId, Download, Manifest};
+use crate::transport::Connection;
+use crate::wire::{self, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, RefusalCode, Request, Response};
+
+/// Chunk requests in flight per provider.
+pub const PIPELINE: usize = 4;
+/// How long a download waits for a first provider before it fails.
+pub const PROVIDER_WAIT: Duration = Duration::from_secs(30);
+/// How often a running download looks for new providers among connected peers.
+const REDISCOVER: Duration = Duration::from_millis(500);
+/// Penalty for a chunk whose hash does not match the manifest.
+const PENALTY_BAD_CHUNK: u32 = 50;
+/// Penalty for a manifest whose hash is not the content id, or an answer of the wrong shape.
+const PENALTY_BAD_ANSWER: u32 = 30;
+
+/// Where a download stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Looking for providers or fetching.
+    Running,
+    /// Every chunk verified and the file written to its destination.
+    Complete,
+    /// Stopped; why.
+    Failed(String),
+}
+
+/// A download's progress, shared with the API.
+#[derive(Debug)]
+pub struct DownloadStatus {
+    /// What is downloaded.
+    pub content: ContentId,
+    /// Where the file goes.
+    pub out: PathBuf,
+    /// Content size in bytes, once the manifest is known.
+    pub size: AtomicU64,
+    /// Chunks in the content, once known.
+    pub chunks_total: AtomicU32,
+    /// Chunks verified and stored.
+    pub chunks_have: AtomicU32,
+    /// Bytes verified and stored.
+    pub bytes_have: AtomicU64,
+    /// Providers currently serving this download.
+    pub providers: AtomicU32,
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl DownloadStatus {
+    fn new(content: ContentId, out: PathBuf) -> Self {
+        Self {
+            content,
+            out,
+            size: AtomicU64::new(0),
+            chunks_total: AtomicU32::new(0),
+            chunks_have: AtomicU32::new(0),
+            bytes_have: AtomicU64::new(0),
+            providers: AtomicU32::new(0),
+            phase: Mutex::new(Phase::Running),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Where the download stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the download is no longer running, and returns how it ended.
+    pub async fn finished(&self) -> Phase {
+        loop {
+            let changed = self.changed.notified();
+            let phase = self.phase();
+            if phase != Phase::Running {
+                return phase;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Starts downloading `content` to `out`, or returns the download already under way.
+pub fn start(
+    shared: &Arc<Shared>,
+    content: ContentId,
+    out: PathBuf,
+) -> anyhow::Result<Arc<DownloadStatus>> {
+    let mut downloads = shared.downloads();
+    if let Some(existing) = downloads.get(&content)
+        && existing.phase() == Phase::Running
+    {
+        if existing.out != out {
+            anyhow::bail!(
+                "{content} is already being downloaded to {}; wait for it or cancel it",
+                existing.out.display()
+            );
+        }
+        return Ok(Arc::clone(existing));
+    }
+    let status = Arc::new(DownloadStatus::new(content, out));
+    downloads.insert(content, Arc::clone(&status));
+    drop(downloads);
+    let task = {
+        let shared = Arc::clone(shared);
+        let status = Arc::clone(&status);
+        async move {
+            let phase = match run(&shared, &status).await {
+                Ok(()) => {
+                    tracing::info!(out = %status.out.display(), "download complete");
+                    Phase::Complete
+                }
+                Err(error) => {
+                    tracing::warn!("download failed: {error:#}");
+                    Phase::Failed(format!("{error:#}"))
+                }
+            };
+            status.set_phase(phase);
+        }
+    };
+    let span = tracing::info_span!("get", content = %content.fmt_short());
+    shared.tasks.spawn(task.instrument(span));
+    Ok(status)
+}
+
+/// The chunks still wanted and those being fetched, shared by a download's provider lanes.
+struct Swarm {
+    content: ContentId,
+    manifest: Manifest,
+    /// Taken out when the download completes.
+    download: Mutex<Option<Download>>,
+    /// Missing and not requested from anyone.
+    wanted: Mutex<BTreeSet<u32>>,
+    /// Chunks not yet verified, requested or not.
+    missing: AtomicU32,
+    /// Providers that sent bad data: not asked again by this download.
+    excluded: Mutex<HashSet<PeerId>>,
+    /// Providers that served at least one chunk: they get a final proposal.
+    served_by: Mutex<HashSet<PeerId>>,
+    progress: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Swarm {
+    /// Takes a wanted chunk that `has` says the provider holds.
+    fn take(&self, has: impl Fn(u32) -> bool) -> Option<u32> {
+        let mut wanted = lock(&self.wanted);
+        let index = wanted.iter().copied().find(|&i| has(i))?;
+        wanted.remove(&index);
+        Some(index)
+    }
+
+    /// Puts back a chunk whose request failed.
+    fn put_back(&self, index: u32) {
+        lock(&self.wanted).insert(index);
+        self.progress.notify_waiters();
+    }
+
+    fn complete(&self) -> bool {
+        self.missing.load(Ordering::Acquire) == 0
+    }
+}
+
+async fn run(shared: &Arc<Shared>, status: &Arc<DownloadStatus>) -> anyhow::Result<()> {
+    let content = status.content;
+    let manifest = find_manifest(shared, content).await?;
+    status.size.store(manifest.size(), Ordering::Relaxed);
+    status
+        .chunks_total
+        .store(manifest.chunk_count(), Ordering::Relaxed);
+    let name = status
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let for_store = manifest.clone();
+    let (download, missing) = shared
+        .content_blocking(move |c| {
+            let download = c.start_download(for_store, name)?;
+            let missing = download.missing();
+            Ok((download, missing))
+        })
+        .await
+        .context("cannot prepare the download in the content store")?;
+    let have = manifest.chunk_count() - missing.len() as u32;
+    status.chunks_have.store(have, Ordering::Relaxed);
+    let have_bytes: u64 = (0..manifest.chunk_count())
+        .filter(|i| !missing.contains(i))
+        .filter_map(|i| manifest.chunk_len(i))
+        .map(u64::from)
+        .sum();
+    status.bytes_have.store(have_bytes, Ordering::Relaxed);
+    let swarm = Arc::new(Swarm {
+        content,
+        missing: AtomicU32::new(missing.len() as u32),
+        wanted: Mutex::new(missing.into_iter().collect()),
+        manifest,
+        download: Mutex::new(Some(download)),
+        excluded: Mutex::new(HashSet::new()),
+        served_by: Mutex::new(HashSet::new()),
+        progress: Notify::new(),
+    });
+
+    let mut workers: JoinSet<PeerId> = JoinSet::new();
+    let mut working: HashSet<PeerId> = HashSet::new();
+    let mut last_provider = Instant::now();
+    while !swarm.complete() {
+        for peer in shared.peers.connected() {
+            if working.contains(&peer) || lock(&swarm.excluded).contains(&peer) {
+                continue;
+            }
+            let Some(conn) = shared.peers.connection(&peer) else {
+                continue;
+            };
+            working.insert(peer);
+            let span = tracing::info_span!("provider", peer = %peer.fmt_short());
+            let task = provide(
+                Arc::clone(shared),
+                Arc::clone(&swarm),
+                Arc::clone(status),
+                conn,
+            );
+            workers.spawn(task.instrument(span));
+        }
+        status
+            .providers
+            .store(workers.len() as u32, Ordering::Relaxed);
+        if !workers.is_empty() {
+            last_provider = Instant::now();
+        } else if last_provider.elapsed() > PROVIDER_WAIT {
+            anyhow::bail!(
+                "no connected peer provides {content} (waited {PROVIDER_WAIT:?}); connect to a peer that holds it with `tally connect` and try again"
+            );
+        }
+        let progressed = swarm.progress.notified();
+        tokio::select! {
+            () = shared.cancel.cancelled() => anyhow::bail!("the node is shutting down; the download resumes at the next start"),
+            Some(done) = workers.join_next(), if !workers.is_empty() => {
+                match done {
+                    // Asked again at the next round if still connected and not excluded.
+                    Ok(peer) => { working.remove(&peer); }
+                    Err(error) => tracing::warn!("a provider task failed: {error}"),
+                }
+            }
+            () = progressed => {}
+            () = tokio::time::sleep(REDISCOVER) => {}
+        }
+    }
+    // Every chunk is in: the providers' lanes are idle; stop them.
+    workers.shutdown().await;
+    status.providers.store(0, Ordering::Relaxed);
+    let download = lock(&swarm.download)
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the download was finished twice"))?;
+    let out = status.out.clone();
+    shared
+        .content_blocking(move |c| {
+            download.finish()?;
+            c.export(&content, &out)
+        })
+        .await
+        .with_context(|| format!("cannot write {}", status.out.display()))?;
+    // Final receipts: every provider gets a proposal for what it sent.
+    let providers: Vec<PeerId> = lock(&swarm.served_by).iter().copied().collect();
+    for peer in providers {
+        if let Err(error) = propose(shared, peer).await {
+            tracing::warn!(peer = %peer.fmt_short(), "final receipt failed: {error:#}");
+        }
+    }
+    Ok(())
+}
+
+/// The manifest of `content`: from the content store, else from the first connected peer that
+/// has it (checked against the id before it is decoded).
+async fn find_manifest(shared: &Arc<Shared>, content: ContentId) -> anyhow::Result<Manifest> {
+    if let Some(manifest) = shared
+        .content_blocking(move |c| c.manifest(&content))
+        .await?
+    {
+        return Ok(manifest);
+    }
+    let deadline = Instant::now() + PROVIDER_WAIT;
+    let mut asked: HashSet<PeerId> = HashSet::new();
+    while Instant::now() < deadline {
+        for peer in shared.peers.connected() {
+            if !asked.insert(peer) {
+                continue;
+            }
+            let Some(conn) = shared.peers.connection(&peer) else {
+                continue;
+            };
+            match request(&conn, &Request::Manifest { content }).await {
+                Ok(Response::Manifest { encoded }) => {
+                    if ContentId(*blake3::hash(&encoded).as_bytes()) != content {
+                        shared.peers.penalize(
+                            peer,
+                            PENALTY_BAD_ANSWER,
+                            "sent a manifest that does not hash to the content id",
+                        );
+                        continue;
+                    }
+                    match Manifest::decode(&encoded) {
+                        Ok(manifest) => return Ok(manifest),
+                        Err(error) => {
+                            shared.peers.penalize(
+                                peer,
+                                PENALTY_BAD_ANSWER,
+                                &format!("sent an invalid manifest: {error}"),
+                            );
+                        }
+                    }
+                }
+                Ok(Response::Refused { .. }) => {}
+                Ok(other) => {
+                    shared.peers.penalize(
+                        peer,
+                        PENALTY_BAD_ANSWER,
+                        &format!("answered a manifest request with {other:?}"),
+                    );
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %peer.fmt_short(), "manifest request failed: {error:#}")
+                }
+            }
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => anyhow::bail!("the node is shutting down"),
+            () = tokio::time::sleep(REDISCOVER) => {}
+        }
+    }
+    anyhow::bail!(
+        "no connected peer has the manifest of {content} (asked {} peers for {PROVIDER_WAIT:?}); connect to a peer that shares it with `tally connect`",
+        asked.len()
+    )
+}
+
+/// One provider's part of a download: learn which chunks it holds, then run [`PIPELINE`]
+/// lanes that each request one chunk at a time. Returns the provider when it has nothing more
+/// to give, its connection ended, or it was excluded.
+async fn provide(
+    shared: Arc<Shared>,
+    swarm: Arc<Swarm>,
+    status: Arc<DownloadStatus>,
+    conn: Connection,
+) -> PeerId {
+    let peer = conn.peer_id();
+    serve_from(shared, swarm, status, conn).await;
+    peer
+}
+
+async fn serve_from(
+    shared: Arc<Shared>,
+    swarm: Arc<Swarm>,
+    status: Arc<DownloadStatus>,
+    conn: Connection,
+) {
+    let peer = conn.peer_id();
+    let bitfield = match request(
+        &conn,
+        &Request::Have {
+            content: swarm.content,
+        },
+    )
+    .await
+    {
+        Ok(Response::Have { chunks, bitfield })
+            if chunks == swarm.manifest.chunk_count()
+                && bitfield.len() == chunks.div_ceil(8) as usize =>
+        {
+            bitfield
+        }
+        Ok(Response::Refused { .. }) => return,
+        Ok(other) => {
+            shared.peers.penalize(
+                peer,
+                PENALTY_BAD_ANSWER,
+                &format!("answered a chunk map request with {other:?}"),
+            );
+            lock(&swarm.excluded).insert(peer);
+            return;
+        }
+        Err(error) => {
+            tracing::debug!("chunk map request failed: {error:#}");
+            return;
+        }
+    };
+    let bitfield = Arc::new(bitfield);
+    let mut lanes = JoinSet::new();
+    for _ in 0..PIPELINE {
+        let lane = lane(
+            Arc::clone(&shared),
+            Arc::clone(&swarm),
+            Arc::clone(&status),
+            conn.clone(),
+            Arc::clone(&bitfield),
+        );
+        lanes.spawn(lane.in_current_span());
+    }
+    while lanes.join_next().await.is_some() {}
+}
+
+/// Why a lane stopped fetching from its provider.
+enum Stop {
+    /// The provider does not hold the chunk after all.
+    Done,
+    /// The connection failed: the provider may be asked again when it reconnects.
+    Lost,
+    /// The provider sent bad data: not asked again by this download.
+    Drop,
+}
+
+async fn lane(
+    shared: Arc<Shared>,
+    swarm: Arc<Swarm>,
+    status: Arc<DownloadStatus>,
+    conn: Connection,
+    bitfield: Arc<Vec<u8>>,
+) {
+    let peer = conn.peer_id();
+    loop {
+        if swarm.complete() || lock(&swarm.excluded).contains(&peer) {
+            return;
+        }
+        // Registered before looking, so a chunk put back in between still wakes this lane.
+        let progressed = swarm.progress.notified();
+        let Some(index) = swarm.take(|i| wire::bit(&bitfield, i)) else {
+            // Everything this provider holds is being fetched elsewhere; a failed request
+            // puts its chunk back.
+            tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                () = progressed => {}
+                () = tokio::time::sleep(REDISCOVER) => {}
+            }
+            continue;
+        };
+        match fetch_chunk(&shared, &swarm, &status, &conn, index).await {
+            Ok(()) => {}
+            Err(stop) => {
+                swarm.put_back(index);
+                match stop {
+                    Stop::Done => {}
+                    Stop::Lost => return,
+                    Stop::Drop => {
+                        lock(&swarm.excluded).insert(peer);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Requests chunk `index`, verifies and stores it, counts it, and proposes when due.
+async fn fetch_chunk(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    status: &DownloadStatus,
+    conn: &Connection,
+    index: u32,
+) -> Result<(), Stop> {
+    let peer = conn.peer_id();
+    let Some(expected) = swarm.manifest.chunk_len(index) else {
+        return Err(Stop::Done);
+    };
+    loop {
+        let received: anyhow::Result<Result<Vec<u8>, Response>> = async {
+            let (mut writer, mut reader) = conn.open_bi().await?;
+            writer.set_max_frame(MAX_REQUEST_FRAME);
+            reader.set_max_frame(MAX_RESPONSE_FRAME);
+            writer
+                .send(&Request::Chunk {
+                    content: swarm.content,
+                    index,
+                })
+                .await?;
+            writer.finish().await?;
+            let header = reader
+                .recv::<Response>()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without answering"))?;
+            match header {
+                Response::Chunk { len } if len == expected => {
+                    shared.download_limit.acquire(u64::from(len)).await;
+                    let mut bytes = vec![0u8; len as usize];
+                    reader.read_raw(&mut bytes).await?;
+                    Ok(Ok(bytes))
+                }
+                other => Ok(Err(other)),
+            }
+        }
+        .await;
+        let bytes = match received {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(Response::Refused {
+                reason: RefusalCode::CreditWindowFull { .. },
+                message,
+            })) => {
+                if shared.behaviour.never_sign {
+                    tracing::info!("the provider stopped sending until we sign: {message}");
+                    return Err(Stop::Drop);
+                }
+                if let Err(error) = propose(shared, peer).await {
+                    tracing::warn!("proposing a receipt failed: {error:#}");
+                    return Err(Stop::Lost);
+                }
+                continue;
+            }
+            Ok(Err(Response::Refused { .. })) => return Err(Stop::Done),
+            Ok(Err(other)) => {
+                shared.peers.penalize(
+                    peer,
+                    PENALTY_BAD_ANSWER,
+                    &format!("answered chunk {index} with {other:?}"),
+                );
+                return Err(Stop::Drop);
+            }
+            Err(error) => {
+                tracing::debug!("chunk {index} request failed: {error:#}");
+                return Err(Stop::Lost);
+            }
+        };
+        let len = bytes.len() as u64;
+        let store_swarm = Arc::clone(swarm);
+        let written = tokio::task::spawn_blocking(move || match &*lock(&store_swarm.download) {
+            Some(download) => download.write_chunk(index, &bytes).map(Some),
+            None => Ok(None),
+        })
+        .await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) if error.is_peer_fault() => {
+                shared.peers.penalize(
+                    peer,
+                    PENALTY_BAD_CHUNK,
+                    &format!(
+                        "sent chunk {index} of {} that fails verification: {error}",
+                        swarm.content
+                    ),
+                );
+                return Err(Stop::Drop);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!("cannot store chunk {index}: {error}");
+                return Err(Stop::Lost);
+            }
+            Err(error) => {
+                tracing::warn!("storing chunk {index} was cancelled: {error}");
+                return Err(Stop::Lost);
+            }
+        }
+        swarm.missing.fetch_sub(1, Ordering::AcqRel);
+        status.chunks_have.fetch_add(1, Ordering::Relaxed);
+        status.bytes_have.fetch_add(len, Ordering::Relaxed);
+        swarm.progress.notify_waiters();
+        shared.count_down(len);
+        if let Some((_, received)) = shared.peers.counters(&peer) {
+            received.fetch_add(len, Ordering::Relaxed);
+        }
+        lock(&swarm.served_by).insert(peer);
+        match shared.pairs.record_received(peer, len) {
+            Ok(unacknowledged) if unacknowledged >= shared.settings.ack_bytes => {
+                let tasks = shared.tasks.clone();
+                let shared = Arc::clone(shared);
+                let task = async move {
+                    if let Err(error) = propose(&shared, peer).await {
+                        tracing::warn!("proposing a receipt failed: {error:#}");
+                    }
+                };
+                tasks.spawn(task.in_current_span());
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("cannot count received bytes: {error}"),
+        }
+        return Ok(());
+    }
+}
+
+/// Proposes a receipt to `peer` for what was received from it, and stores its countersigned
+/// answer. At most one proposal per peer is in flight: a call while one is returns after a short
+/// pause, and callers that wait for the window to open retry their request.
+pub async fn propose(shared: &Arc<Shared>, peer: PeerId) -> anyhow::Result<()> {
+    if shared.behaviour.never_sign {
+        return Ok(());
+    }
+    if !shared.pairs.start_proposing(peer) {
+        // One is on its way; give it a moment before the caller asks again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        return Ok(());
+    }
+    let result = async {
+        let Some(proposal) = shared.pairs.propose(peer, now_ms()).await? else {
+            return Ok(());
+        };
+        let conn = shared.peers.connection(&peer).ok_or_else(|| {
+            anyhow::anyhow!("not connected; the proposal is sent again at the next connection")
+        })?;
+        match request(&conn, &Request::Propose(proposal)).await? {
+            Response::Countersigned(receipt) => {
+                shared.pairs.accept_countersigned(peer, receipt).await?;
+                tracing::debug!(
+                    seq = receipt.seq,
+                    bytes = receipt.bytes,
+                    "receipt countersigned"
+                );
+                Ok(())
+            }
+            Response::Refused { reason, message } => {
+                anyhow::bail!("the peer refused our proposal ({reason:?}): {message}")
+            }
+            other => anyhow::bail!("the peer answered our proposal with {other:?}"),
+        }
+    }
+    .await;
+    shared.pairs.done_proposing(peer);
+    result
+}

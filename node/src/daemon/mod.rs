@@ -1,0 +1,257 @@
+//! The running node: what `tally run` starts. It wires the QUIC endpoint, the connection table,
+//! the request handlers (serving chunks and countersigning), the swarm downloads, the receipt
+//! chains and the local HTTP API, and stops them in order.
+//!
+//! Layout: [`peers`] (connections: accept, dial, redial, penalties), [`serve`] (answering one
+//! request: the uploader's side), [`fetch`] (downloads: the downloader's side), [`pairs`] (the
+//! receipt chains), [`api`] (the HTTP API's view of the node). Everything shared hangs off
+//! [`Shared`]; tasks are tracked so shutdown waits for them.
+
+pub mod api;
+pub mod fetch;
+pub mod pairs;
+pub mod peers;
+pub mod serve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tally_ledger::{Identity, NetworkId, PeerId, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, NodeSettings};
+use crate::content::{CHUNK_SIZE, ContentId, ContentStore};
+use crate::rate::RateLimiter;
+use crate::transport::{Endpoint, ErrorCode, TransportConfig};
+
+/// How the node behaves beyond its settings: test modes of the same code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Never propose a receipt: a freerider, for tests and experiments.
+    pub never_sign: bool,
+    /// Flip a byte of every chunk served: a provider of bad data, for tests.
+    pub corrupt_uploads: bool,
+}
+
+/// Everything the node's tasks share.
+pub struct Shared {
+    /// This node's identity.
+    pub identity: Arc<Identity>,
+    /// Its PeerId.
+    pub me: PeerId,
+    /// The network's name.
+    pub network_name: String,
+    /// The network's id.
+    pub network: NetworkId,
+    /// The receipt store.
+    pub store: Arc<Store>,
+    /// The content store.
+    pub content: Arc<ContentStore>,
+    /// The receipt chains with peers.
+    pub pairs: pairs::Pairs,
+    /// The QUIC endpoint.
+    pub endpoint: Endpoint,
+    /// Connections and what is known of peers.
+    pub peers: peers::Peers,
+    /// Downloads, running and finished, by content.
+    pub downloads: Mutex<HashMap<ContentId, Arc<fetch::DownloadStatus>>>,
+    /// Global upload limit.
+    pub upload_limit: RateLimiter,
+    /// Global download limit.
+    pub download_limit: RateLimiter,
+    /// The settings in force.
+    pub settings: NodeSettings,
+    /// Test modes.
+    pub behaviour: Behaviour,
+    /// When the node started.
+    pub started: Instant,
+    /// Payload bytes sent, all peers.
+    pub bytes_up: AtomicU64,
+    /// Payload bytes received and verified, all peers.
+    pub bytes_down: AtomicU64,
+    /// Cancelled when the node stops.
+    pub cancel: CancellationToken,
+    /// Every task the node started.
+    pub tasks: TaskTracker,
+    /// Where the HTTP API listens, once bound.
+    pub api_addr: Mutex<Option<SocketAddr>>,
+    /// Cancelled when someone asks the node to stop (the API's shutdown).
+    pub stop_requested: CancellationToken,
+}
+
+impl Shared {
+    /// The downloads table.
+    pub fn downloads(&self) -> MutexGuard<'_, HashMap<ContentId, Arc<fetch::DownloadStatus>>> {
+        self.downloads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts payload bytes sent.
+    pub fn count_up(&self, bytes: u64) {
+        self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts payload bytes received.
+    pub fn count_down(&self, bytes: u64) {
+        self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Runs `work` on the content store on a blocking thread.
+    pub async fn content_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ContentStore) -> Result<T, crate::content::ContentError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let content = Arc::clone(&self.content);
+        Ok(tokio::task::spawn_blocking(move || work(&content))
+            .await
+            .context("a content store task was cancelled")??)
+    }
+}
+
+/// The wall clock in Unix milliseconds, for receipts' `time_ms`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a running node writes to `DATA_DIR/node.json` so scripts and the command line find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// The node's PeerId.
+    pub peer_id: String,
+    /// The network's id.
+    pub network_id: String,
+    /// Where it listens for peers.
+    pub quic_addr: SocketAddr,
+    /// Where its HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// What starting a node needs beyond its settings.
+pub struct NodeParts {
+    /// The identity.
+    pub identity: Identity,
+    /// The settings.
+    pub config: Config,
+    /// `DATA_DIR/store` opened.
+    pub store: Store,
+    /// `DATA_DIR/content` opened.
+    pub content: ContentStore,
+    /// Test modes.
+    pub behaviour: Behaviour,
+}
+
+/// A started node. Drop does not stop it: call [`Node::shutdown`].
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Binds the QUIC endpoint, starts accepting and dialing the configured peers.
+    pub async fn start(parts: NodeParts) -> anyhow::Result<Self> {
+        let NodeParts {
+            identity,
+            config,
+            store,
+            content,
+            behaviour,
+        } = parts;
+        let network = config.network_id();
+        let settings = config.node.clone();
+        let endpoint = Endpoint::bind(
+            settings.listen,
+            &identity,
+            network,
+            TransportConfig::default(),
+        )
+        .with_context(|| format!("cannot listen for peers on {}", settings.listen))?;
+        let identity = Arc::new(identity);
+        let store = Arc::new(store);
+        let shared = Arc::new(Shared {
+            me: identity.peer_id(),
+            pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store)),
+            identity,
+            network_name: config.network.clone(),
+            network,
+            store,
+            content: Arc::new(content),
+            endpoint,
+            peers: peers::Peers::new(settings.max_connections),
+            downloads: Mutex::new(HashMap::new()),
+            upload_limit: RateLimiter::new(settings.upload_limit, u64::from(CHUNK_SIZE)),
+            download_limit: RateLimiter::new(settings.download_limit, u64::from(CHUNK_SIZE)),
+            settings,
+            behaviour,
+            started: Instant::now(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            api_addr: Mutex::new(None),
+            stop_requested: CancellationToken::new(),
+        });
+        shared.tasks.spawn(peers::accept_loop(Arc::clone(&shared)));
+        for peer in shared.settings.peers.clone() {
+            peers::keep_dialing(&shared, peer);
+        }
+        Ok(Self { shared })
+    }
+
+    /// What the node's tasks share (for the API and tests).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.me
+    }
+
+    /// Where the QUIC endpoint listens.
+    pub fn quic_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.shared.endpoint.local_addr())
+    }
+
+    /// Stops in order: no new work, connections closed with a reason, tasks awaited (for at
+    /// most `grace`), the store flushed.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        let shared = self.shared;
+        shared.cancel.cancel();
+        shared.tasks.close();
+        shared
+            .endpoint
+            .close(ErrorCode::ShuttingDown, "the node is shutting down");
+        if tokio::time::timeout(grace, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = shared.tasks.len(),
+                "some tasks did not stop within {grace:?}; stopping anyway"
+            );
+        }
+        let _ = tokio::time::timeout(grace, shared.endpoint.wait_idle()).await;
+        let store = Arc::clone(&shared.store);
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .context("the final store flush was cancelled")?
+            .context("cannot flush the receipt store")?;
+        Ok(())
+    }
+}
+
+/// `DATA_DIR/node.json`.
+pub fn node_file_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("node.json")
+}

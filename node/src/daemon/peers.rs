@@ -1,0 +1,418 @@
+//! Connections: the accept loop, dialing and redialing configured peers with backoff, one
+//! driver task per connection (the receipt re-sync, then a task per incoming request), and the
+//! penalties that end in a ban.
+//!
+//! At most one connection per peer is kept. When both sides dial at once, the connection dialed
+//! by the lower PeerId wins on both sides, so they agree without talking about it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tally_ledger::PeerId;
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use super::{Shared, now_ms};
+use crate::config::PeerAddr;
+use crate::transport::{Connection, ErrorCode};
+use crate::wire::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, Request, Response};
+
+/// Requests one connection may have in progress at once; more wait for a slot.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 64;
+/// Penalty points at which a peer is disconnected and banned.
+pub const BAN_THRESHOLD: u32 = 100;
+/// How long a ban lasts.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// First wait before redialing a peer; doubles up to [`MAX_REDIAL`].
+pub const FIRST_REDIAL: Duration = Duration::from_millis(500);
+/// Longest wait between two dials of a configured peer.
+pub const MAX_REDIAL: Duration = Duration::from_secs(60);
+
+/// Which side dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer dialed this node.
+    Inbound,
+    /// This node dialed the peer.
+    Outbound,
+}
+
+/// A live connection and what was counted on it.
+pub struct PeerEntry {
+    /// The connection.
+    pub conn: Connection,
+    /// Who dialed.
+    pub direction: Direction,
+    /// When it was established, Unix ms.
+    pub since_ms: u64,
+    /// Payload bytes sent to the peer on it.
+    pub bytes_sent: Arc<AtomicU64>,
+    /// Payload bytes received from the peer on it.
+    pub bytes_received: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Table {
+    live: HashMap<PeerId, PeerEntry>,
+    penalties: HashMap<PeerId, u32>,
+    banned: HashMap<PeerId, Instant>,
+    /// Addresses this node dials and redials (configured, or asked for through the API).
+    dialing: HashMap<PeerId, String>,
+}
+
+/// The connection table.
+pub struct Peers {
+    table: Mutex<Table>,
+    max_connections: usize,
+}
+
+impl Peers {
+    /// An empty table that admits at most `max_connections`.
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            table: Mutex::new(Table::default()),
+            max_connections,
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The live connection to `peer`.
+    pub fn connection(&self, peer: &PeerId) -> Option<Connection> {
+        self.table()
+            .live
+            .get(peer)
+            .filter(|entry| entry.conn.close_reason().is_none())
+            .map(|entry| entry.conn.clone())
+    }
+
+    /// Every live connection's peer.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.table()
+            .live
+            .iter()
+            .filter(|(_, entry)| entry.conn.close_reason().is_none())
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
+    /// A snapshot of every live connection: peer, address, direction, since, bytes each way.
+    pub fn snapshot(&self) -> Vec<(PeerId, std::net::SocketAddr, Direction, u64, u64, u64)> {
+        self.table()
+            .live
+            .iter()
+            .filter(|(_, entry)| entry.conn.close_reason().is_none())
+            .map(|(peer, e)| {
+                (
+                    *peer,
+                    e.conn.remote_addr(),
+                    e.direction,
+                    e.since_ms,
+                    e.bytes_sent.load(Ordering::Relaxed),
+                    e.bytes_received.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// The byte counters of the live connection to `peer`: (sent, received).
+    pub fn counters(&self, peer: &PeerId) -> Option<(Arc<AtomicU64>, Arc<AtomicU64>)> {
+        self.table()
+            .live
+            .get(peer)
+            .map(|e| (Arc::clone(&e.bytes_sent), Arc::clone(&e.bytes_received)))
+    }
+
+    /// Whether `peer` is banned now.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        let mut table = self.table();
+        match table.banned.get(peer) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                table.banned.remove(peer);
+                table.penalties.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Adds penalty points to `peer`; at [`BAN_THRESHOLD`] it is banned and disconnected.
+    /// Returns whether it is banned now.
+    pub fn penalize(&self, peer: PeerId, points: u32, why: &str) -> bool {
+        let mut table = self.table();
+        let total = table.penalties.entry(peer).or_insert(0);
+        *total = total.saturating_add(points);
+        let total = *total;
+        tracing::warn!(peer = %peer.fmt_short(), points, total, "penalised: {why}");
+        if total < BAN_THRESHOLD {
+            return false;
+        }
+        table.banned.insert(peer, Instant::now() + BAN_DURATION);
+        if let Some(entry) = table.live.remove(&peer) {
+            entry.conn.close(ErrorCode::Banned, why);
+        }
+        tracing::warn!(peer = %peer.fmt_short(), "banned for {BAN_DURATION:?}: {why}");
+        true
+    }
+
+    /// Adds `conn` to the table. Returns false (and closes `conn`) when it loses to an
+    /// existing connection to the same peer or the table is full.
+    fn register(&self, me: PeerId, conn: &Connection, direction: Direction) -> bool {
+        let peer = conn.peer_id();
+        let mut table = self.table();
+        let live = table
+            .live
+            .values()
+            .filter(|e| e.conn.close_reason().is_none())
+            .count();
+        if let Some(existing) = table.live.get(&peer)
+            && existing.conn.close_reason().is_none()
+        {
+            let dialer = |d: Direction| if d == Direction::Outbound { me } else { peer };
+            let (old, new) = (dialer(existing.direction), dialer(direction));
+            // The same dialer again means the old connection is stale; otherwise the lower
+            // dialer's connection wins on both sides.
+            if old != new && old < new {
+                conn.close(
+                    ErrorCode::Normal,
+                    "a connection to this peer already exists",
+                );
+                return false;
+            }
+            existing
+                .conn
+                .close(ErrorCode::Normal, "replaced by a newer connection");
+        } else if live >= self.max_connections {
+            conn.close(
+                ErrorCode::TooManyConnections,
+                "this node is at its connection limit; try later",
+            );
+            return false;
+        }
+        table.live.insert(
+            peer,
+            PeerEntry {
+                conn: conn.clone(),
+                direction,
+                since_ms: now_ms(),
+                bytes_sent: Arc::new(AtomicU64::new(0)),
+                bytes_received: Arc::new(AtomicU64::new(0)),
+            },
+        );
+        true
+    }
+
+    /// Removes `conn` if it is still the table's connection to its peer.
+    fn unregister(&self, conn: &Connection) {
+        let mut table = self.table();
+        let peer = conn.peer_id();
+        if table
+            .live
+            .get(&peer)
+            .is_some_and(|e| e.conn.quinn().stable_id() == conn.quinn().stable_id())
+        {
+            table.live.remove(&peer);
+        }
+    }
+
+    /// Remembers to dial `peer` at `addr` (and redial after drops). Returns false if it was
+    /// already being dialed.
+    fn start_dialing(&self, peer: PeerId, addr: &str) -> bool {
+        self.table().dialing.insert(peer, addr.to_owned()).is_none()
+    }
+}
+
+/// Accepts connections until the node stops.
+pub async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        match incoming {
+            None => return,
+            Some(Err(error)) => {
+                tracing::info!("refused an incoming connection: {error}");
+            }
+            Some(Ok(conn)) => {
+                if shared.peers.is_banned(&conn.peer_id()) {
+                    conn.close(ErrorCode::Banned, "this node has banned you for a while");
+                    continue;
+                }
+                let task = drive(Arc::clone(&shared), conn, Direction::Inbound);
+                shared.tasks.spawn(task);
+            }
+        }
+    }
+}
+
+/// Dials `peer` now and whenever its connection drops, with backoff, until the node stops.
+pub fn keep_dialing(shared: &Arc<Shared>, peer: PeerAddr) {
+    if peer.peer_id == shared.me || !shared.peers.start_dialing(peer.peer_id, &peer.addr) {
+        return;
+    }
+    let tasks = shared.tasks.clone();
+    let shared = Arc::clone(shared);
+    let span = tracing::info_span!("dial", peer = %peer.peer_id.fmt_short(), addr = %peer.addr);
+    let task = async move {
+        let mut wait = FIRST_REDIAL;
+        loop {
+            if let Some(conn) = shared.peers.connection(&peer.peer_id) {
+                // Connected (perhaps by the peer): wait for that connection to end.
+                tokio::select! {
+                    () = shared.cancel.cancelled() => return,
+                    _ = conn.closed() => {}
+                }
+                wait = FIRST_REDIAL;
+                continue;
+            }
+            match dial(&shared, &peer).await {
+                Ok(conn) => {
+                    wait = FIRST_REDIAL;
+                    let closed = conn.clone();
+                    shared
+                        .tasks
+                        .spawn(drive(Arc::clone(&shared), conn, Direction::Outbound));
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => return,
+                        _ = closed.closed() => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::info!("cannot reach the peer, retrying in {wait:?}: {error:#}");
+                }
+            }
+            tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(MAX_REDIAL);
+        }
+    };
+    tasks.spawn(task.instrument(span));
+}
+
+/// Dials `peer` once (resolving its host name) and returns the connection, not yet driven.
+pub async fn dial(shared: &Shared, peer: &PeerAddr) -> anyhow::Result<Connection> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&peer.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", peer.addr))?
+        .collect();
+    // Prefer the address family the endpoint is bound to.
+    let local_v4 = shared.endpoint.local_addr().is_ipv4();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4() == local_v4)
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", peer.addr))?;
+    Ok(shared.endpoint.dial(peer.peer_id, addr).await?)
+}
+
+/// Connects to `peer` now (the API's `connect`), keeps redialing it after drops, and returns
+/// once connected.
+pub async fn connect(shared: &Arc<Shared>, peer: PeerAddr) -> anyhow::Result<()> {
+    if peer.peer_id == shared.me {
+        anyhow::bail!("{} is this node itself", peer.peer_id);
+    }
+    if shared.peers.connection(&peer.peer_id).is_none() {
+        let conn = dial(shared, &peer).await?;
+        shared
+            .tasks
+            .spawn(drive(Arc::clone(shared), conn, Direction::Outbound));
+    }
+    keep_dialing(shared, peer);
+    Ok(())
+}
+
+/// Runs one connection: registers it, re-syncs the receipts of both pairs (the dialer asks),
+/// then serves the peer's requests until the connection or the node ends.
+pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) {
+    let peer = conn.peer_id();
+    let span = tracing::info_span!("conn", me = %shared.me.fmt_short(), peer = %peer.fmt_short());
+    async move {
+        if !shared.peers.register(shared.me, &conn, direction) {
+            return;
+        }
+        tracing::info!(addr = %conn.remote_addr(), ?direction, "connected");
+        if direction == Direction::Outbound {
+            let exchange = exchange_latest(&shared, &conn);
+            if let Err(error) = exchange.await {
+                tracing::warn!("receipt re-sync failed: {error:#}");
+            }
+        }
+        let slots = Arc::new(Semaphore::new(MAX_REQUESTS_PER_CONNECTION));
+        loop {
+            let stream = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => break,
+                stream = conn.accept_bi() => stream,
+            };
+            let (writer, reader) = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::info!("disconnected: {error}");
+                    break;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            let shared = Arc::clone(&shared);
+            let conn = conn.clone();
+            shared.tasks.clone().spawn(
+                async move {
+                    super::serve::handle(&shared, &conn, writer, reader).await;
+                    drop(slot);
+                }
+                .in_current_span(),
+            );
+        }
+        shared.peers.unregister(&conn);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The dialer's side of the re-sync: send this node's latest receipts with the peer, take its
+/// own, and let the higher valid one win on each pair.
+async fn exchange_latest(shared: &Shared, conn: &Connection) -> anyhow::Result<()> {
+    let peer = conn.peer_id();
+    let mine = shared.pairs.latest_with(peer)?;
+    let response = request(conn, &Request::Latest(mine)).await?;
+    match response {
+        Response::Latest(theirs) => {
+            let proofs = shared.pairs.resync(peer, theirs).await?;
+            for proof in proofs {
+                tracing::warn!(
+                    "the peer's receipt contradicts ours: conflict proof {} stored, both keys marked dishonest",
+                    hex::encode(proof.id())
+                );
+            }
+            Ok(())
+        }
+        other => anyhow::bail!("the peer answered the re-sync with {other:?}"),
+    }
+}
+
+/// Sends one request on a new stream and reads its one response frame (for requests whose
+/// answer has no raw payload).
+pub async fn request(conn: &Connection, request: &Request) -> anyhow::Result<Response> {
+    let (mut writer, mut reader) = conn.open_bi().await?;
+    writer.set_max_frame(MAX_REQUEST_FRAME);
+    reader.set_max_frame(MAX_RESPONSE_FRAME);
+    writer.send(request).await?;
+    writer.finish().await?;
+    reader
+        .recv::<Response>()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without answering"))
+}

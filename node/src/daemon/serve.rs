@@ -1,0 +1,232 @@
+//! Answering one request from a peer: the uploader's side of a transfer. Chunks go out only
+//! within the requester's credit window and the global upload limit; proposals are checked,
+//! countersigned and stored before the countersignature leaves.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+use super::pairs::{PairError, Window};
+use crate::content::ContentId;
+use crate::transport::{Connection, ErrorCode, FrameReader, FrameWriter};
+use crate::wire::{self, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, RefusalCode, Request, Response};
+
+/// Penalty for a request that breaks the protocol (undecodable, oversized).
+const PENALTY_MALFORMED: u32 = 20;
+/// Penalty for a proposal that fails its checks (forged, inflated, stale).
+const PENALTY_BAD_PROPOSAL: u32 = 25;
+/// How long a penalised peer's answer may take to arrive before the penalty applies.
+const ANSWER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads one request from `reader`, answers it on `writer`, and finishes the stream.
+pub async fn handle(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    mut writer: FrameWriter,
+    mut reader: FrameReader,
+) {
+    let peer = conn.peer_id();
+    reader.set_max_frame(MAX_REQUEST_FRAME);
+    writer.set_max_frame(MAX_RESPONSE_FRAME);
+    let request = match reader.recv::<Request>().await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::info!("refused a malformed request: {error}");
+            let code = error.error_code().unwrap_or(ErrorCode::ProtocolViolation);
+            reader.stop(code);
+            writer.reset(code);
+            shared.peers.penalize(
+                peer,
+                PENALTY_MALFORMED,
+                &format!("malformed request: {error}"),
+            );
+            return;
+        }
+    };
+    let mut penalty = None;
+    let outcome = match request {
+        Request::Chunk { content, index } => {
+            serve_chunk(shared, conn, &mut writer, content, index).await
+        }
+        other => {
+            let response = answer(shared, conn, other, &mut penalty).await;
+            writer.send(&response).await.map_err(anyhow::Error::from)
+        }
+    };
+    let finished = match outcome {
+        Ok(()) => writer.finish().await.map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = finished {
+        tracing::debug!("could not answer a request: {error:#}");
+    }
+    // After the answer has arrived (or a short while), so a peer that is banned for it has
+    // first been told why: closing the connection discards stream data not yet delivered.
+    if let Some((points, why)) = penalty {
+        let _ = tokio::time::timeout(ANSWER_DELIVERY, writer.get_mut().stopped()).await;
+        shared.peers.penalize(peer, points, &why);
+    }
+}
+
+/// The answer to every request but a chunk.
+async fn answer(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    request: Request,
+    penalty: &mut Option<(u32, String)>,
+) -> Response {
+    let peer = conn.peer_id();
+    match request {
+        Request::Latest(theirs) => {
+            match shared.pairs.resync(peer, theirs).await {
+                Ok(proofs) => {
+                    for proof in proofs {
+                        tracing::warn!(
+                            "the peer's receipt contradicts ours: conflict proof {} stored, both keys marked dishonest",
+                            hex::encode(proof.id())
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!("receipt re-sync failed: {error:#}"),
+            }
+            match shared.pairs.latest_with(peer) {
+                Ok(mine) => Response::Latest(mine),
+                Err(error) => internal(&error),
+            }
+        }
+        Request::Manifest { content } => {
+            match shared.content_blocking(move |c| c.manifest(&content)).await {
+                Ok(Some(manifest)) => Response::Manifest {
+                    encoded: manifest.encode(),
+                },
+                Ok(None) => not_found(content),
+                Err(error) => internal(&error),
+            }
+        }
+        Request::Have { content } => {
+            let have = shared
+                .content_blocking(move |c| {
+                    let Some(manifest) = c.manifest(&content)? else {
+                        return Ok(None);
+                    };
+                    let chunks = manifest.chunk_count();
+                    let mut have = Vec::new();
+                    for index in 0..chunks {
+                        if c.has_chunk(&content, index)? {
+                            have.push(index);
+                        }
+                    }
+                    Ok(Some((chunks, have)))
+                })
+                .await;
+            match have {
+                Ok(Some((chunks, have))) => Response::Have {
+                    chunks,
+                    bitfield: wire::bitfield(chunks, have),
+                },
+                Ok(None) => not_found(content),
+                Err(error) => internal(&error),
+            }
+        }
+        Request::Propose(proposal) => match shared.pairs.countersign(peer, proposal).await {
+            Ok(receipt) => {
+                tracing::debug!(seq = receipt.seq, bytes = receipt.bytes, "countersigned");
+                Response::Countersigned(receipt)
+            }
+            Err(PairError::Refused(why)) => {
+                *penalty = Some((PENALTY_BAD_PROPOSAL, format!("refused proposal: {why}")));
+                Response::refused(RefusalCode::BadProposal, why.to_string())
+            }
+            Err(error) => internal(&error),
+        },
+        Request::Chunk { .. } => {
+            Response::refused(RefusalCode::Invalid, "chunks are served elsewhere")
+        }
+    }
+}
+
+/// Sends chunk `index` of `content`: a [`Response::Chunk`] header, then the raw bytes.
+async fn serve_chunk(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    writer: &mut FrameWriter,
+    content: ContentId,
+    index: u32,
+) -> anyhow::Result<()> {
+    let peer = conn.peer_id();
+    let len = shared
+        .content_blocking(move |c| {
+            if !c.has_chunk(&content, index)? {
+                return Ok(None);
+            }
+            Ok(c.manifest(&content)?.and_then(|m| m.chunk_len(index)))
+        })
+        .await;
+    let len = match len {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(writer.send(&not_found(content)).await?),
+        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    };
+    // Counted before sending, atomically with the check, so concurrent requests cannot
+    // overshoot the window.
+    let window = shared.settings.credit_window;
+    match shared.pairs.reserve(peer, u64::from(len), window) {
+        Ok(Window::Open) => {}
+        Ok(Window::Full { unacknowledged }) => {
+            tracing::info!(
+                unacknowledged,
+                window,
+                "not sending more: the peer's unacknowledged bytes fill its credit window; waiting for its receipt"
+            );
+            let response = Response::refused(
+                RefusalCode::CreditWindowFull {
+                    unacknowledged,
+                    window,
+                },
+                format!(
+                    "{unacknowledged} bytes sent to you are not covered by a receipt and your credit window is {window}: propose a receipt first"
+                ),
+            );
+            return Ok(writer.send(&response).await?);
+        }
+        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    }
+    shared.upload_limit.acquire(u64::from(len)).await;
+    let bytes = match shared
+        .content_blocking(move |c| c.read_chunk(&content, index))
+        .await
+    {
+        Ok(mut bytes) => {
+            if shared.behaviour.corrupt_uploads
+                && let Some(first) = bytes.first_mut()
+            {
+                *first ^= 0xff;
+            }
+            bytes
+        }
+        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    };
+    writer.send(&Response::Chunk { len }).await?;
+    writer.write_raw_bytes(bytes::Bytes::from(bytes)).await?;
+    shared.count_up(u64::from(len));
+    if let Some((sent, _)) = shared.peers.counters(&peer) {
+        sent.fetch_add(u64::from(len), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn not_found(content: ContentId) -> Response {
+    Response::refused(
+        RefusalCode::NotFound,
+        format!("this node does not hold {content}"),
+    )
+}
+
+fn internal(error: &dyn std::fmt::Display) -> Response {
+    tracing::warn!("could not answer a request: {error}");
+    Response::refused(
+        RefusalCode::Unavailable,
+        "the node could not answer; try another provider or later",
+    )
+}

@@ -1,0 +1,268 @@
+//! The messages two peers exchange once connected: requests for manifests, chunk maps and
+//! chunks, and the receipt protocol (the latest receipts on connect, proposals and
+//! countersignatures). Postcard-encoded frames over the transport's streams; see
+//! `docs/PROTOCOL.md` for the layout and the caps.
+//!
+//! One request per bidirectional stream, opened by the requester: it sends one [`Request`]
+//! frame and finishes its side; the responder answers with one [`Response`] frame (a
+//! [`Response::Chunk`] header is followed by exactly `len` raw payload bytes) and finishes. A
+//! stream per request needs no request ids, lets QUIC interleave chunks of several requests, and
+//! a slow or refused request never blocks the others.
+//!
+//! These types are postcard only: no `skip_serializing_if`, no untagged or flattened enums.
+//! Appending variants at the end keeps old peers decoding old messages.
+
+use serde::{Deserialize, Serialize};
+use tally_ledger::{Proposal, Receipt};
+
+use crate::content::ContentId;
+
+/// Largest request frame: requests are small and fixed in shape.
+pub const MAX_REQUEST_FRAME: usize = 4 * 1024;
+
+/// Largest response frame: a manifest of the largest content the content store accepts.
+pub const MAX_RESPONSE_FRAME: usize = crate::content::MAX_MANIFEST_LEN + 1024;
+
+/// Longest human-readable reason a peer sends back; longer ones are cut.
+pub const MAX_REASON: usize = 512;
+
+/// What one peer asks another, one per stream.
+// One per stream, decoded and consumed at once, never stored in bulk: boxing the receipts
+// would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Sent once by the dialer after the handshake: the latest receipts it holds for the two
+    /// pairs of this connection. The answer is [`Response::Latest`] with the responder's; each
+    /// side then re-syncs (the higher valid receipt wins; a contradiction is a conflict proof).
+    Latest(LatestReceipts),
+    /// The manifest of a content.
+    Manifest {
+        /// Which content.
+        content: ContentId,
+    },
+    /// Which chunks of a content the responder can serve.
+    Have {
+        /// Which content.
+        content: ContentId,
+    },
+    /// One chunk of a content.
+    Chunk {
+        /// Which content.
+        content: ContentId,
+        /// The chunk's index in the manifest.
+        index: u32,
+    },
+    /// The requester (downloader) proposes a receipt for what it received from the responder
+    /// (uploader). The answer is the countersigned receipt or a refusal.
+    Propose(Proposal),
+}
+
+/// The two pairs between two peers, from the sender's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestReceipts {
+    /// The latest receipt in which the sender uploaded to the receiver.
+    pub sender_uploaded: Option<Receipt>,
+    /// The latest receipt in which the sender downloaded from the receiver.
+    pub sender_downloaded: Option<Receipt>,
+}
+
+/// The one answer to a [`Request`].
+#[allow(clippy::large_enum_variant)] // as for Request
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The responder's latest receipts of the two pairs.
+    Latest(LatestReceipts),
+    /// The manifest, encoded as the content store encodes it (its id is the BLAKE3 of these
+    /// bytes, so the requester checks it before decoding).
+    Manifest {
+        /// postcard(Manifest).
+        encoded: Vec<u8>,
+    },
+    /// The chunks the responder holds: bit `i` (LSB first within each byte) is chunk `i`.
+    Have {
+        /// The content's chunk count, so the bitfield's length can be checked.
+        chunks: u32,
+        /// `ceil(chunks / 8)` bytes.
+        bitfield: Vec<u8>,
+    },
+    /// The chunk follows as exactly `len` raw bytes on this stream.
+    Chunk {
+        /// Payload bytes that follow.
+        len: u32,
+    },
+    /// The countersigned receipt: the uploader stored and flushed it before sending it.
+    Countersigned(Receipt),
+    /// The request was not served.
+    Refused {
+        /// Why, for programs.
+        reason: RefusalCode,
+        /// Why, for people (at most [`MAX_REASON`] bytes).
+        message: String,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// The responder does not hold that content or chunk.
+    NotFound,
+    /// The requester's unacknowledged bytes fill its credit window: it must propose a receipt
+    /// before more is sent.
+    CreditWindowFull {
+        /// Bytes sent to the requester that no receipt covers yet.
+        unacknowledged: u64,
+        /// The requester's window.
+        window: u64,
+    },
+    /// The proposal was refused (bad signature, more bytes than sent, stale, too few credits).
+    BadProposal,
+    /// The responder is shutting down or overloaded; try another provider or later.
+    Unavailable,
+    /// The request broke the protocol (an index beyond the content, say).
+    Invalid,
+}
+
+impl Response {
+    /// A refusal with a message cut to [`MAX_REASON`] bytes (at a character boundary).
+    pub fn refused(reason: RefusalCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Response::Refused { reason, message }
+    }
+}
+
+/// Whether chunk `index` is set in a [`Response::Have`] bitfield.
+pub fn bit(bitfield: &[u8], index: u32) -> bool {
+    let byte = (index / 8) as usize;
+    bitfield
+        .get(byte)
+        .is_some_and(|b| b & (1 << (index % 8)) != 0)
+}
+
+/// A bitfield of `chunks` bits with those of `have` set.
+pub fn bitfield(chunks: u32, have: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    let mut out = vec![0u8; chunks.div_ceil(8) as usize];
+    for index in have {
+        if let Some(byte) = out.get_mut((index / 8) as usize) {
+            *byte |= 1 << (index % 8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tally_ledger::{Identity, NetworkId, ReceiptBody};
+
+    fn receipt(seq: u64) -> Receipt {
+        let net = NetworkId::from_name("tally");
+        let (up, down) = (
+            Identity::from_secret_bytes([1; 32]),
+            Identity::from_secret_bytes([2; 32]),
+        );
+        ReceiptBody {
+            uploader: up.peer_id(),
+            downloader: down.peer_id(),
+            seq,
+            bytes: seq * 10,
+            credits: seq * 10,
+            time_ms: seq,
+        }
+        .propose(&down, &net)
+        .countersign(&up, &net)
+    }
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        value: &T,
+    ) {
+        let bytes = postcard::to_stdvec(value).unwrap();
+        assert_eq!(&postcard::from_bytes::<T>(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn every_message_round_trips_and_requests_fit_their_cap() {
+        let content = ContentId([7; 32]);
+        let r = receipt(3);
+        let proposal = r.body().propose(
+            &Identity::from_secret_bytes([2; 32]),
+            &NetworkId::from_name("tally"),
+        );
+        let latest = LatestReceipts {
+            sender_uploaded: Some(r),
+            sender_downloaded: None,
+        };
+        let requests = [
+            Request::Latest(latest),
+            Request::Manifest { content },
+            Request::Have { content },
+            Request::Chunk {
+                content,
+                index: u32::MAX,
+            },
+            Request::Propose(proposal),
+        ];
+        for request in &requests {
+            round_trip(request);
+            assert!(postcard::to_stdvec(request).unwrap().len() <= MAX_REQUEST_FRAME);
+        }
+        for response in [
+            Response::Latest(latest),
+            Response::Manifest {
+                encoded: vec![1, 2, 3],
+            },
+            Response::Have {
+                chunks: 9,
+                bitfield: bitfield(9, [0, 8]),
+            },
+            Response::Chunk { len: 262_144 },
+            Response::Countersigned(r),
+            Response::refused(
+                RefusalCode::CreditWindowFull {
+                    unacknowledged: 5,
+                    window: 4,
+                },
+                "full",
+            ),
+        ] {
+            round_trip(&response);
+        }
+    }
+
+    #[test]
+    fn refusal_messages_are_cut_at_a_character_boundary() {
+        let Response::Refused { message, .. } =
+            Response::refused(RefusalCode::Invalid, "é".repeat(MAX_REASON))
+        else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_REASON);
+        assert!(message.chars().all(|c| c == 'é'));
+    }
+
+    proptest! {
+        #[test]
+        fn bitfields_hold_exactly_the_chunks_set(chunks in 0u32..2000, have in prop::collection::btree_set(0u32..2000, 0..100)) {
+            let have: Vec<u32> = have.into_iter().filter(|&i| i < chunks).collect();
+            let field = bitfield(chunks, have.iter().copied());
+            prop_assert_eq!(field.len(), chunks.div_ceil(8) as usize);
+            for i in 0..chunks + 8 {
+                prop_assert_eq!(bit(&field, i), have.contains(&i));
+            }
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = postcard::from_bytes::<Request>(&bytes);
+            let _ = postcard::from_bytes::<Response>(&bytes);
+        }
+    }
+}

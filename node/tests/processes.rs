@@ -1,0 +1,275 @@
+//! The `tally` binary as users run it: real processes, real QUIC on 127.0.0.1 (port 0), temporary
+//! data dirs. Three nodes through init, run, connect, share, get, status and ledger export; and
+//! a leecher killed with SIGKILL mid-download that resumes after a restart.
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn tally(data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .env_remove("TALLY_NETWORK")
+        .env_remove("TALLY_DATA_DIR")
+        .env("TALLY_LOG_LEVEL", "info");
+    command
+}
+
+fn run_ok(data: &Path, args: &[&str]) -> String {
+    let output = tally(data).args(args).output().unwrap();
+    assert_ok(&output, args);
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn assert_ok(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "tally {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A `tally run` process, stopped (SIGTERM, then waited for) when dropped.
+struct Daemon {
+    child: Child,
+    info: Value,
+}
+
+impl Daemon {
+    fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = tally(data)
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "tally run printed nothing and exited");
+        let info: Value = serde_json::from_str(&line).unwrap();
+        Self { child, info }
+    }
+
+    fn peer(&self) -> String {
+        format!(
+            "{}@{}",
+            self.info["peer_id"].as_str().unwrap(),
+            self.info["quic_addr"].as_str().unwrap()
+        )
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = wait_exit(&mut self.child);
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < DEADLINE, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn receipts(data: &Path) -> Vec<Value> {
+    run_ok(data, &["ledger", "export", "--json"])
+        .lines()
+        .map(json)
+        .collect()
+}
+
+fn pair_receipt(data: &Path, uploader: &str, downloader: &str) -> Option<Value> {
+    receipts(data)
+        .into_iter()
+        .find(|r| r["uploader"] == uploader && r["downloader"] == downloader)
+}
+
+#[test]
+fn three_nodes_through_init_run_connect_share_get_status_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    for dir in &dirs {
+        run_ok(dir, &["init"]);
+    }
+    let a = Daemon::start(&dirs[0], &[]);
+    let b = Daemon::start(&dirs[1], &[]);
+    let c = Daemon::start(&dirs[2], &[]);
+
+    let file = tmp.path().join("movie.bin");
+    let bytes = payload(3 << 20, 7);
+    std::fs::write(&file, &bytes).unwrap();
+    let shared = run_ok(&dirs[0], &["share", file.to_str().unwrap()]);
+    let content = shared.trim();
+    assert_eq!(content.len(), 64, "{shared}");
+    // B learns it from A, then C from A and B.
+    run_ok(&dirs[1], &["connect", &a.peer()]);
+    let out_b = tmp.path().join("b.bin");
+    run_ok(
+        &dirs[1],
+        &["get", content, "--out", out_b.to_str().unwrap()],
+    );
+    assert!(std::fs::read(&out_b).unwrap() == bytes);
+    run_ok(&dirs[2], &["connect", &a.peer()]);
+    run_ok(&dirs[2], &["connect", &b.peer()]);
+    let out_c = tmp.path().join("c.bin");
+    let got = json(&run_ok(
+        &dirs[2],
+        &["get", content, "--out", out_c.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(got["state"], "complete");
+    assert!(std::fs::read(&out_c).unwrap() == bytes);
+
+    let status = json(&run_ok(&dirs[2], &["status", "--json"]));
+    assert_eq!(status["peer_id"], c.info["peer_id"]);
+    assert_eq!(status["peers_connected"], 2);
+    assert_eq!(status["transfer"]["bytes_down"], bytes.len() as u64);
+    let peers = json(&run_ok(&dirs[2], &["peers", "--json"]));
+    assert_eq!(peers.as_array().unwrap().len(), 2);
+
+    // Every receipt C holds is also held, identical, by its uploader; all of C's downloads are
+    // acknowledged.
+    let c_id = c.info["peer_id"].as_str().unwrap();
+    let mut acknowledged = 0;
+    for (daemon, dir) in [(&a, &dirs[0]), (&b, &dirs[1])] {
+        let up = daemon.info["peer_id"].as_str().unwrap();
+        let at_c = pair_receipt(&dirs[2], up, c_id);
+        let at_up = pair_receipt(dir, up, c_id);
+        assert_eq!(at_c, at_up);
+        acknowledged += at_c.map_or(0, |r| r["bytes"].as_u64().unwrap());
+    }
+    assert_eq!(acknowledged, bytes.len() as u64);
+
+    for daemon in [a, b, c] {
+        assert!(daemon.stop().success());
+    }
+    // With the nodes stopped, export reads the store itself and finds the same receipts.
+    assert!(!receipts(&dirs[2]).is_empty());
+    assert!(
+        !dirs[2].join("node.json").exists(),
+        "node.json outlived its node"
+    );
+}
+
+#[test]
+fn a_leecher_killed_mid_download_resumes_and_both_sides_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder_dir = tmp.path().join("seeder");
+    let leecher_dir = tmp.path().join("leecher");
+    let seeder = Daemon::start(&seeder_dir, &["--upload-limit", "4MiB"]);
+    let file = tmp.path().join("big.bin");
+    let bytes = payload(16 << 20, 9);
+    std::fs::write(&file, &bytes).unwrap();
+    let content = run_ok(&seeder_dir, &["share", file.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    let out = tmp.path().join("got.bin");
+
+    let leecher = Daemon::start(&leecher_dir, &["--peer", &seeder.peer()]);
+    let mut get = tally(&leecher_dir)
+        .args(["get", &content, "--out", out.to_str().unwrap(), "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the leecher once half has arrived: at 4 MiB/s the content store has flushed its map
+    // of verified chunks (each second) at least once by then.
+    let start = Instant::now();
+    loop {
+        let status = json(&run_ok(&leecher_dir, &["status", "--json"]));
+        if status["transfer"]["bytes_down"].as_u64().unwrap() >= 8 << 20 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the download made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    leecher.kill9();
+    let _ = wait_exit(&mut get);
+
+    // Restarted, it reconnects to the seeder from --peer and the download resumes.
+    let leecher = Daemon::start(&leecher_dir, &["--peer", &seeder.peer()]);
+    let got = json(&run_ok(
+        &leecher_dir,
+        &["get", &content, "--out", out.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(got["state"], "complete");
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    let down = json(&run_ok(&leecher_dir, &["status", "--json"]))["transfer"]["bytes_down"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        down < bytes.len() as u64,
+        "the restarted leecher fetched {down} bytes: the verified chunks were not kept"
+    );
+
+    let up = seeder.info["peer_id"].as_str().unwrap().to_owned();
+    let down_id = leecher.info["peer_id"].as_str().unwrap().to_owned();
+    assert!(seeder.stop().success());
+    assert!(leecher.stop().success());
+    let at_seeder = pair_receipt(&seeder_dir, &up, &down_id).expect("the seeder holds a receipt");
+    let at_leecher =
+        pair_receipt(&leecher_dir, &up, &down_id).expect("the leecher holds a receipt");
+    assert_eq!(
+        at_seeder, at_leecher,
+        "both sides hold the same latest receipt"
+    );
+    // What the killed leecher received after its last durable proposal is lost from its count;
+    // the seeder's credit window (4 MiB by default) bounds it.
+    assert!(at_seeder["bytes"].as_u64().unwrap() >= bytes.len() as u64 - (4 << 20));
+}

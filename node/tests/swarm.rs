@@ -1,0 +1,419 @@
+//! Nodes in one process over real QUIC on 127.0.0.1 (port 0) with temporary data dirs: a swarm
+//! download with receipts, a freerider held to one credit window, and peers that misbehave.
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_ledger::{Identity, NetworkId, Pair, PeerId, ReceiptBody, Store};
+use tally_node::config::{Config, PeerAddr};
+use tally_node::content::{CHUNK_SIZE, ContentId, ContentStore};
+use tally_node::daemon::fetch::{self, Phase};
+use tally_node::daemon::{Behaviour, Node, NodeParts, Shared, peers};
+use tally_node::transport::{Endpoint, TransportConfig};
+use tally_node::wire::{RefusalCode, Request, Response};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct TestNode {
+    node: Node,
+    dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start(behaviour: Behaviour) -> Self {
+        Self::start_with(behaviour, |_| {}).await
+    }
+
+    async fn start_with(behaviour: Behaviour, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.node.listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
+        let identity = Identity::generate(&mut rand::rng());
+        let store = Store::open(
+            dir.path().join("store"),
+            config.network_id(),
+            config.store_config(),
+        )
+        .unwrap();
+        let content = ContentStore::open(dir.path().join("content")).unwrap();
+        let node = Node::start(NodeParts {
+            identity,
+            config,
+            store,
+            content,
+            behaviour,
+        })
+        .await
+        .unwrap();
+        Self { node, dir }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        self.node.shared()
+    }
+
+    fn id(&self) -> PeerId {
+        self.node.peer_id()
+    }
+
+    fn addr(&self) -> PeerAddr {
+        PeerAddr {
+            peer_id: self.id(),
+            addr: self.node.quic_addr().unwrap().to_string(),
+        }
+    }
+
+    async fn connect(&self, other: &TestNode) {
+        peers::connect(self.shared(), other.addr()).await.unwrap();
+        let (a, b) = (self.id(), other.id());
+        wait_for("both sides to see the connection", || {
+            self.shared().peers.connection(&b).is_some()
+                && other.shared().peers.connection(&a).is_some()
+        })
+        .await;
+    }
+
+    fn share(&self, bytes: &[u8]) -> ContentId {
+        let path = self.dir.path().join("shared.bin");
+        std::fs::write(&path, bytes).unwrap();
+        self.shared().content.import(&path, &mut |_| {}).unwrap().0
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn latest(&self, uploader: PeerId, downloader: PeerId) -> Option<tally_ledger::Receipt> {
+        self.shared()
+            .store
+            .latest(&Pair {
+                uploader,
+                downloader,
+            })
+            .unwrap()
+    }
+}
+
+/// Deterministic bytes that differ at every position, so a misplaced chunk is caught.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn finished(status: &fetch::DownloadStatus) -> Phase {
+    tokio::time::timeout(DEADLINE, status.finished())
+        .await
+        .expect("the download did not finish in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_seeders_one_leecher_get_the_file_and_matching_receipts() {
+    let seeders = [
+        TestNode::start(Behaviour::default()).await,
+        TestNode::start(Behaviour::default()).await,
+    ];
+    let leecher = TestNode::start(Behaviour::default()).await;
+    // 6.5 MiB and a bit: several receipts per seeder at the default 1 MiB ack_bytes.
+    let bytes = payload(26 * CHUNK_SIZE as usize + 12_345, 1);
+    let content = seeders[0].share(&bytes);
+    assert_eq!(seeders[1].share(&bytes), content);
+    for seeder in &seeders {
+        leecher.connect(seeder).await;
+    }
+    let out = leecher.out("fetched.bin");
+    let status = fetch::start(leecher.shared(), content, out.clone()).unwrap();
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert!(std::fs::read(&out).unwrap() == bytes, "the file differs");
+
+    let net = NetworkId::from_name("tally");
+    let mut total = 0;
+    for seeder in &seeders {
+        let sent = seeder
+            .shared()
+            .bytes_up
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let at_leecher = leecher.latest(seeder.id(), leecher.id());
+        let at_seeder = seeder.latest(seeder.id(), leecher.id());
+        if sent == 0 {
+            assert_eq!(at_leecher, None);
+            continue;
+        }
+        let receipt = at_leecher.expect("the leecher holds a receipt from each seeder that sent");
+        assert_eq!(
+            at_seeder,
+            Some(receipt),
+            "both sides hold the same latest receipt"
+        );
+        assert_eq!(
+            receipt.bytes, sent,
+            "the receipt covers exactly what the seeder sent"
+        );
+        assert_eq!(receipt.credits, sent);
+        receipt.verify(&net).unwrap();
+        total += receipt.bytes;
+    }
+    assert_eq!(total, bytes.len() as u64, "every byte is acknowledged once");
+    for node in seeders.into_iter().chain([leecher]) {
+        node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloader_that_never_signs_gets_one_credit_window() {
+    let window = 1 << 20;
+    let seeder =
+        TestNode::start_with(Behaviour::default(), |c| c.node.credit_window = window).await;
+    let freerider = TestNode::start(Behaviour {
+        never_sign: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let bytes = payload(16 * CHUNK_SIZE as usize, 2);
+    let content = seeder.share(&bytes);
+    freerider.connect(&seeder).await;
+    let status = fetch::start(freerider.shared(), content, freerider.out("x.bin")).unwrap();
+    // The seeder refuses once the window is full; the freerider then drops it as a provider.
+    let seeder_id = seeder.id();
+    wait_for("the seeder to fill the freerider's window", || {
+        seeder
+            .shared()
+            .pairs
+            .unacknowledged_to(freerider.id())
+            .unwrap()
+            >= window
+    })
+    .await;
+    wait_for("the freerider to stop asking", || {
+        status.providers.load(std::sync::atomic::Ordering::Relaxed) == 0
+    })
+    .await;
+    let got = status.bytes_have.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        got <= window + u64::from(CHUNK_SIZE),
+        "{got} bytes went to a freerider"
+    );
+    assert!(
+        got >= window - u64::from(CHUNK_SIZE),
+        "only {got} bytes were sent"
+    );
+    assert_eq!(freerider.latest(seeder_id, freerider.id()), None);
+    assert_eq!(
+        status.phase(),
+        Phase::Running,
+        "the download cannot complete"
+    );
+    drop(status);
+    seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    freerider
+        .node
+        .shutdown(Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_of_bad_chunks_is_dropped_and_the_download_completes_from_the_others() {
+    let honest = TestNode::start(Behaviour::default()).await;
+    let liar = TestNode::start(Behaviour {
+        corrupt_uploads: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let leecher = TestNode::start(Behaviour::default()).await;
+    let bytes = payload(12 * CHUNK_SIZE as usize, 3);
+    let content = honest.share(&bytes);
+    liar.share(&bytes);
+    leecher.connect(&liar).await;
+    leecher.connect(&honest).await;
+    let out = leecher.out("f.bin");
+    let status = fetch::start(leecher.shared(), content, out.clone()).unwrap();
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    // No receipt acknowledges the bad bytes.
+    let from_liar = leecher.latest(liar.id(), leecher.id());
+    assert_eq!(from_liar, None, "nothing the liar sent was acknowledged");
+    for node in [honest, liar, leecher] {
+        node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+/// A bare endpoint that speaks the protocol by hand, to send what a real node never would.
+async fn raw_client(network: &str) -> (Endpoint, Identity) {
+    let identity = Identity::generate(&mut rand::rng());
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &identity,
+        NetworkId::from_name(network),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    (endpoint, identity)
+}
+
+async fn ask(conn: &tally_node::transport::Connection, request: &Request) -> Response {
+    peers::request(conn, request).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_proposals_are_refused_and_the_node_keeps_serving() {
+    let node = TestNode::start(Behaviour::default()).await;
+    let bytes = payload(3 * CHUNK_SIZE as usize, 4);
+    let content = node.share(&bytes);
+    let (endpoint, me) = raw_client("tally").await;
+    let conn = endpoint
+        .dial(node.id(), node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    let net = NetworkId::from_name("tally");
+    // Take one chunk, so there is something to acknowledge.
+    let response = {
+        let (mut w, mut r) = conn.open_bi().await.unwrap();
+        w.send(&Request::Chunk { content, index: 0 }).await.unwrap();
+        w.finish().await.unwrap();
+        let header: Response = r.recv().await.unwrap().unwrap();
+        let mut chunk = vec![0; CHUNK_SIZE as usize];
+        r.read_raw(&mut chunk).await.unwrap();
+        assert_eq!(chunk, bytes[..CHUNK_SIZE as usize]);
+        header
+    };
+    assert_eq!(response, Response::Chunk { len: CHUNK_SIZE });
+    let body = ReceiptBody {
+        uploader: node.id(),
+        downloader: me.peer_id(),
+        seq: 1,
+        bytes: u64::from(CHUNK_SIZE),
+        credits: u64::from(CHUNK_SIZE),
+        time_ms: 1,
+    };
+    let forgeries = [
+        // Signed by someone else.
+        body.propose(&Identity::generate(&mut rand::rng()), &net),
+        // More bytes than were sent.
+        ReceiptBody {
+            bytes: 10 * u64::from(CHUNK_SIZE),
+            credits: 10 * u64::from(CHUNK_SIZE),
+            ..body
+        }
+        .propose(&me, &net),
+        // Signed for another network.
+        body.propose(&me, &NetworkId::from_name("elsewhere")),
+    ];
+    for forged in forgeries {
+        match ask(&conn, &Request::Propose(forged)).await {
+            Response::Refused { reason, .. } => assert_eq!(reason, RefusalCode::BadProposal),
+            other => panic!("a forged proposal was answered with {other:?}"),
+        }
+    }
+    // The honest proposal is countersigned; replaying an older seq afterwards is refused.
+    let honest = body.propose(&me, &net);
+    let Response::Countersigned(receipt) = ask(&conn, &Request::Propose(honest)).await else {
+        panic!("the honest proposal was refused");
+    };
+    receipt.verify(&net).unwrap();
+    assert_eq!(node.latest(node.id(), me.peer_id()), Some(receipt));
+    let newer = ReceiptBody { seq: 5, ..body }.propose(&me, &net);
+    let Response::Countersigned(_) = ask(&conn, &Request::Propose(newer)).await else {
+        panic!("a newer proposal was refused");
+    };
+    let regressing = ReceiptBody { seq: 3, ..body }.propose(&me, &net);
+    assert!(matches!(
+        ask(&conn, &Request::Propose(regressing)).await,
+        Response::Refused {
+            reason: RefusalCode::BadProposal,
+            ..
+        }
+    ));
+    // Four bad proposals reach the ban threshold: the forger is disconnected and refused.
+    let closed = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
+    assert!(closed.to_string().contains("refused proposal"), "{closed}");
+    assert!(node.shared().peers.is_banned(&me.peer_id()));
+    // The node still serves an honest peer.
+    let peer = TestNode::start(Behaviour::default()).await;
+    peer.connect(&node).await;
+    let status = fetch::start(peer.shared(), content, peer.out("ok.bin")).unwrap();
+    assert_eq!(finished(&status).await, Phase::Complete);
+    node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    peer.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
+    let node = TestNode::start(Behaviour::default()).await;
+    let content = node.share(&payload(CHUNK_SIZE as usize, 5));
+    let (endpoint, _) = raw_client("tally").await;
+    let conn = endpoint
+        .dial(node.id(), node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    // Garbage where a request frame belongs.
+    {
+        let (mut w, mut r) = conn.open_bi().await.unwrap();
+        w.write_raw(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(r.recv::<Response>().await.is_err(), "garbage got an answer");
+    }
+    // A length prefix far beyond the request cap.
+    {
+        let (mut w, mut r) = conn.open_bi().await.unwrap();
+        w.write_raw(&[0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+        assert!(
+            r.recv::<Response>().await.is_err(),
+            "an oversized frame got an answer"
+        );
+    }
+    // The same connection still gets honest answers, and so does a new one.
+    let Response::Have { chunks, .. } = ask(&conn, &Request::Have { content }).await else {
+        panic!("no chunk map after bad frames");
+    };
+    assert_eq!(chunks, 1);
+    let (other, _) = raw_client("tally").await;
+    let conn = other
+        .dial(node.id(), node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        ask(&conn, &Request::Manifest { content }).await,
+        Response::Manifest { .. }
+    ));
+    node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_peer_id_or_network_is_refused_at_the_handshake() {
+    let node = TestNode::start(Behaviour::default()).await;
+    let addr = node.node.quic_addr().unwrap();
+    let (endpoint, _) = raw_client("tally").await;
+    let impostor = Identity::generate(&mut rand::rng()).peer_id();
+    let error = endpoint.dial(impostor, addr).await.unwrap_err();
+    assert!(
+        error.to_string().contains(&impostor.fmt_short()) || error.to_string().contains("key"),
+        "{error}"
+    );
+    let (elsewhere, _) = raw_client("another-network").await;
+    let error = elsewhere.dial(node.id(), addr).await.unwrap_err();
+    assert!(error.to_string().contains("network"), "{error}");
+    // And it still takes honest connections.
+    let conn = endpoint.dial(node.id(), addr).await.unwrap();
+    assert_eq!(conn.peer_id(), node.id());
+    node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
