@@ -79,7 +79,8 @@ pub enum Response {
         /// postcard(Manifest).
         encoded: Vec<u8>,
     },
-    /// The chunks the responder holds: bit `i` (LSB first within each byte) is chunk `i`.
+    /// The chunks the responder holds: one bit per chunk, chunk 0 in the most significant bit
+    /// of byte 0 (as BitTorrent's bitfield and the content store's `have` file).
     Have {
         /// The content's chunk count, so the bitfield's length can be checked.
         chunks: u32,
@@ -143,7 +144,7 @@ pub fn bit(bitfield: &[u8], index: u32) -> bool {
     let byte = (index / 8) as usize;
     bitfield
         .get(byte)
-        .is_some_and(|b| b & (1 << (index % 8)) != 0)
+        .is_some_and(|b| b & (0x80 >> (index % 8)) != 0)
 }
 
 /// A bitfield of `chunks` bits with those of `have` set.
@@ -151,7 +152,7 @@ pub fn bitfield(chunks: u32, have: impl IntoIterator<Item = u32>) -> Vec<u8> {
     let mut out = vec![0u8; chunks.div_ceil(8) as usize];
     for index in have {
         if let Some(byte) = out.get_mut((index / 8) as usize) {
-            *byte |= 1 << (index % 8);
+            *byte |= 0x80 >> (index % 8);
         }
     }
     out
