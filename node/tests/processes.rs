@@ -273,3 +273,59 @@ fn a_leecher_killed_mid_download_resumes_and_both_sides_agree() {
     // the seeder's credit window (4 MiB by default) bounds it.
     assert!(at_seeder["bytes"].as_u64().unwrap() >= bytes.len() as u64 - (4 << 20));
 }
+
+#[test]
+fn commands_without_a_running_node_say_how_to_start_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("n");
+    run_ok(&data, &["init"]);
+    for args in [
+        &["status"][..],
+        &["peers"],
+        &["share", "/etc/hostname"],
+        &["connect", "x@y:1"],
+    ] {
+        let output = tally(&data).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no tally node is running"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("tally") && stderr.contains(" run"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A node that was killed leaves node.json behind; the commands still say so.
+    let daemon = Daemon::start(&data, &[]);
+    daemon.kill9();
+    let output = tally(&data).args(["status"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no tally node is running"), "{stderr}");
+}
+
+#[test]
+fn rate_limits_change_at_runtime_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("n");
+    let daemon = Daemon::start(&data, &["--upload-limit", "2MiB"]);
+    let status = json(&run_ok(&data, &["status", "--json"]));
+    assert_eq!(status["limits"]["upload_bytes_per_s"], 2 << 20);
+    assert_eq!(status["limits"]["download_bytes_per_s"], Value::Null);
+    let key = run_ok(&data, &["api-key"]).trim().to_owned();
+    let api = format!("http://{}", daemon.info["api_addr"].as_str().unwrap());
+    let client = tally_node::client::ApiClient::new(&api, key);
+    let set = client
+        .set_limits(&tally_web::model::RateLimits {
+            upload_bytes_per_s: None,
+            download_bytes_per_s: Some(500 << 10),
+        })
+        .unwrap();
+    assert_eq!(set.download_bytes_per_s, Some(500 << 10));
+    let status = json(&run_ok(&data, &["status", "--json"]));
+    assert_eq!(status["limits"]["upload_bytes_per_s"], Value::Null);
+    assert_eq!(status["limits"]["download_bytes_per_s"], 500 << 10);
+    assert!(daemon.stop().success());
+}

@@ -20,6 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct TestNode {
     node: Node,
     dir: tempfile::TempDir,
+    secret: [u8; 32],
 }
 
 impl TestNode {
@@ -29,10 +30,21 @@ impl TestNode {
 
     async fn start_with(behaviour: Behaviour, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let secret = Identity::generate(&mut rand::rng()).secret_bytes();
+        Self::start_in(dir, secret, behaviour, adjust).await
+    }
+
+    /// Starts a node in `dir` with the identity `secret` (again, after a stop).
+    async fn start_in(
+        dir: tempfile::TempDir,
+        secret: [u8; 32],
+        behaviour: Behaviour,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::default();
         config.node.listen = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
-        let identity = Identity::generate(&mut rand::rng());
+        let identity = Identity::from_secret_bytes(secret);
         let store = Store::open(
             dir.path().join("store"),
             config.network_id(),
@@ -49,7 +61,13 @@ impl TestNode {
         })
         .await
         .unwrap();
-        Self { node, dir }
+        Self { node, dir, secret }
+    }
+
+    /// Stops the node and gives back its directory and identity.
+    async fn stop(self) -> (tempfile::TempDir, [u8; 32]) {
+        self.node.shutdown(Duration::from_secs(5)).await.unwrap();
+        (self.dir, self.secret)
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -416,4 +434,43 @@ async fn a_wrong_peer_id_or_network_is_refused_at_the_handshake() {
     let conn = endpoint.dial(node.id(), addr).await.unwrap();
     assert_eq!(conn.peer_id(), node.id());
     node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_restart_mid_download_is_redialed_and_the_download_completes() {
+    // The seeder is slow, so the download is under way when it stops.
+    let limit = |c: &mut Config| c.node.upload_limit = Some(tally_node::rate::Rate(2 << 20));
+    let seeder = TestNode::start_with(Behaviour::default(), limit).await;
+    let bytes = payload(24 * CHUNK_SIZE as usize, 6);
+    let content = seeder.share(&bytes);
+    let seeder_addr = seeder.addr();
+    let leecher = TestNode::start_with(Behaviour::default(), |c| {
+        c.node.peers = vec![seeder_addr.clone()];
+    })
+    .await;
+    let seeder_id = seeder.id();
+    wait_for("the leecher to dial the configured seeder", || {
+        leecher.shared().peers.connection(&seeder_id).is_some()
+    })
+    .await;
+    let out = leecher.out("resumed.bin");
+    let status = fetch::start(leecher.shared(), content, out.clone()).unwrap();
+    wait_for("a first part to arrive", || {
+        status.bytes_have.load(std::sync::atomic::Ordering::Relaxed) >= 2 << 20
+    })
+    .await;
+    let (dir, secret) = seeder.stop().await;
+    // Back on the same address, as a restarted node would be.
+    let port = seeder_addr.addr.clone();
+    let seeder = TestNode::start_in(dir, secret, Behaviour::default(), move |c| {
+        c.node.listen = port.parse().unwrap();
+    })
+    .await;
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    // Receipts from before and after the restart form one chain both sides agree on.
+    let at_leecher = leecher.latest(seeder_id, leecher.id()).unwrap();
+    assert_eq!(seeder.latest(seeder_id, leecher.id()), Some(at_leecher));
+    leecher.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
 }
