@@ -43,6 +43,15 @@ impl PeerId {
             .ok()
             .filter(|key| !key.is_weak())
     }
+
+    /// Whether `signature` is this key's strict ed25519 signature of `message` (for records
+    /// other than receipts: provider and peer records).
+    pub fn verifies(&self, message: &[u8], signature: &Signature) -> bool {
+        self.verifying_key().is_some_and(|key| {
+            key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature.0))
+                .is_ok()
+        })
+    }
 }
 
 impl NetworkId {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod content;
 pub mod daemon;
 pub mod data_dir;
+pub mod gossip;
 pub mod id_cmd;
 pub mod init;
 pub mod ledger_cmd;
