@@ -31,6 +31,8 @@ pub const PIPELINE: usize = 4;
 pub const PROVIDER_WAIT: Duration = Duration::from_secs(30);
 /// How often a running download looks for new providers among connected peers.
 const REDISCOVER: Duration = Duration::from_millis(500);
+/// How long a finished download tries to get its last bytes acknowledged.
+const FINAL_RECEIPT_WAIT: Duration = Duration::from_secs(10);
 /// Penalty for a chunk whose hash does not match the manifest.
 const PENALTY_BAD_CHUNK: u32 = 50;
 /// Penalty for a manifest whose hash is not the content id, or an answer of the wrong shape.
@@ -299,11 +301,33 @@ async fn run(shared: &Arc<Shared>, status: &Arc<DownloadStatus>) -> anyhow::Resu
     // Final receipts: every provider gets a proposal for what it sent.
     let providers: Vec<PeerId> = lock(&swarm.served_by).iter().copied().collect();
     for peer in providers {
-        if let Err(error) = propose(shared, peer).await {
-            tracing::warn!(peer = %peer.fmt_short(), "final receipt failed: {error:#}");
-        }
+        final_receipt(shared, peer).await;
     }
     Ok(())
+}
+
+/// Proposes to `peer` until everything received from it is acknowledged (a proposal already in
+/// flight may cover only part), for at most [`FINAL_RECEIPT_WAIT`].
+async fn final_receipt(shared: &Arc<Shared>, peer: PeerId) {
+    let deadline = Instant::now() + FINAL_RECEIPT_WAIT;
+    loop {
+        match shared.pairs.unacknowledged_from(peer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(peer = %peer.fmt_short(), "cannot read the pair: {error}");
+                return;
+            }
+        }
+        if shared.behaviour.never_sign || Instant::now() > deadline {
+            tracing::warn!(peer = %peer.fmt_short(), "the last bytes from this peer are not acknowledged yet; the next connection settles them");
+            return;
+        }
+        if let Err(error) = propose(shared, peer).await {
+            tracing::warn!(peer = %peer.fmt_short(), "final receipt failed: {error:#}");
+            return;
+        }
+    }
 }
 
 /// The manifest of `content`: from the content store, else from the first connected peer that

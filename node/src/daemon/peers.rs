@@ -345,8 +345,20 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
         tracing::info!(addr = %conn.remote_addr(), ?direction, "connected");
         if direction == Direction::Outbound {
             let exchange = exchange_latest(&shared, &conn);
-            if let Err(error) = exchange.await {
-                tracing::warn!("receipt re-sync failed: {error:#}");
+            match exchange.await {
+                // Bytes received on an earlier connection and never acknowledged: settle them
+                // now that both sides agree on the latest receipt.
+                Ok(()) if shared.pairs.unacknowledged_from(peer).is_ok_and(|n| n > 0) => {
+                    let settle = Arc::clone(&shared);
+                    let task = async move {
+                        if let Err(error) = super::fetch::propose(&settle, peer).await {
+                            tracing::info!("settling earlier bytes failed: {error:#}");
+                        }
+                    };
+                    shared.tasks.spawn(task.in_current_span());
+                }
+                Ok(()) => {}
+                Err(error) => tracing::warn!("receipt re-sync failed: {error:#}"),
             }
         }
         let slots = Arc::new(Semaphore::new(MAX_REQUESTS_PER_CONNECTION));
