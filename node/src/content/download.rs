@@ -173,8 +173,36 @@ impl Download {
 
     /// Verifies chunk `index` against the manifest and, if it is good and new, writes it. Bytes
     /// that fail the check are never written. A chunk held already is not an error: it returns
-    /// [`WriteOutcome::AlreadyHad`] and writes nothing.
+    /// [`WriteOutcome::AlreadyHad`] and writes nothing. Flushes when one is due (see
+    /// [`Download::flush`]), on the calling thread.
     pub fn write_chunk(&self, index: u32, bytes: &[u8]) -> Result<WriteOutcome, ChunkError> {
+        let (outcome, flush_due) = self.write_chunk_unflushed(index, bytes)?;
+        if flush_due {
+            // Leave it to a flush already running; its successor picks this chunk up.
+            match self.flushing.try_lock() {
+                Ok(_guard) => self.flush_locked()?,
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    let _guard = poisoned.into_inner();
+                    self.flush_locked()?;
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// [`Download::write_chunk`] without the flush: also returns whether one is due
+    /// ([`FLUSH_EVERY_CHUNKS`] chunks or [`FLUSH_INTERVAL`] since the last), for the caller to
+    /// run [`Download::flush`] where it likes. Until it does, the new chunks are written but not
+    /// marked in `have`, so a crash only makes them fetched again.
+    ///
+    /// A swarm download flushes on a thread of its own: an 8 MiB `fdatasync` takes 12–16 ms on
+    /// the disk of docs/PERFORMANCE.md, long enough to stall the request lane that ran it.
+    pub fn write_chunk_unflushed(
+        &self,
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<(WriteOutcome, bool), ChunkError> {
         let chunks = self.manifest.chunk_count();
         let (Some(expected), Some(hash)) = (
             self.manifest.chunk_len(index),
@@ -194,7 +222,7 @@ impl Download {
             return Err(ChunkError::BadHash { index });
         }
         if self.progress.has(index) {
-            return Ok(WriteOutcome::AlreadyHad);
+            return Ok((WriteOutcome::AlreadyHad, false));
         }
         let offset = self.manifest.chunk_offset(index);
         write_all_at(&self.partial, bytes, offset)
@@ -203,23 +231,12 @@ impl Download {
             let mut state = lock(&self.progress.state);
             if !state.written.set(index) {
                 // Another thread wrote the same good bytes meanwhile.
-                return Ok(WriteOutcome::AlreadyHad);
+                return Ok((WriteOutcome::AlreadyHad, false));
             }
             state.written.count() - state.durable >= self.policy.every_chunks
                 || state.last_flush.elapsed() >= self.policy.interval
         };
-        if flush_due {
-            // Leave it to a flush already running; its successor picks this chunk up.
-            match self.flushing.try_lock() {
-                Ok(_guard) => self.flush_locked()?,
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    let _guard = poisoned.into_inner();
-                    self.flush_locked()?;
-                }
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        Ok(WriteOutcome::Stored)
+        Ok((WriteOutcome::Stored, flush_due))
     }
 
     /// Makes every chunk written so far durable and marks it in `have`. Called on its own every

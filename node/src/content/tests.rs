@@ -460,6 +460,43 @@ fn a_killed_download_resumes_with_its_flushed_chunks_only() {
 }
 
 #[test]
+fn unflushed_writes_say_when_a_flush_is_due_and_are_marked_only_by_it() {
+    let (tmp, store, data, manifest) = download_fixture(6 * CS, 8);
+    let id = manifest.id();
+    let mut download = store.start_download(manifest.clone(), None).unwrap();
+    download.policy.every_chunks = 2;
+    download.policy.interval = Duration::MAX;
+    let write = |d: &Download, index: u32| d.write_chunk_unflushed(index, chunk(&data, index));
+    assert_eq!(write(&download, 4).unwrap(), (WriteOutcome::Stored, false));
+    assert_eq!(write(&download, 0).unwrap(), (WriteOutcome::Stored, true));
+    // Due, but not done: the chunks are held, and nothing is marked on disk yet.
+    assert_eq!(
+        write(&download, 0).unwrap(),
+        (WriteOutcome::AlreadyHad, false)
+    );
+    assert_eq!(download.have_count(), 2);
+    let have = fs::read(content_dir(&store, &id).join("have")).unwrap();
+    assert_eq!(have, vec![0x00]);
+    // Still verified before anything is written.
+    let mut bad = chunk(&data, 1).to_vec();
+    bad[7] ^= 1;
+    assert!(matches!(
+        download.write_chunk_unflushed(1, &bad),
+        Err(ChunkError::BadHash { index: 1 })
+    ));
+    download.flush().unwrap();
+    let have = fs::read(content_dir(&store, &id).join("have")).unwrap();
+    assert_eq!(have, vec![0x88]);
+    assert_eq!(write(&download, 2).unwrap(), (WriteOutcome::Stored, false));
+    download.simulate_kill();
+    drop(store);
+
+    let store = ContentStore::open(tmp.path().join(CONTENT_DIR)).unwrap();
+    let download = store.start_download(manifest, None).unwrap();
+    assert_eq!(download.missing(), vec![1, 2, 3, 5]);
+}
+
+#[test]
 fn dropping_a_download_flushes_it_and_flush_writes_the_bitfield() {
     let (_tmp, store, data, manifest) = download_fixture(10 * CS, 6);
     let id = manifest.id();

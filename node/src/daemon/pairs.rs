@@ -14,6 +14,8 @@ use tally_ledger::{
     Applied, ConflictProof, DownloaderPair, Identity, NetworkId, Pair, PeerId, Proposal, Receipt,
     Refusal, Resync, Store, StoreError, UploaderPair, VerifiedReceipt,
 };
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::wire::LatestReceipts;
 
@@ -48,6 +50,8 @@ pub struct Pairs {
     network: NetworkId,
     store: Arc<Store>,
     state: Mutex<State>,
+    /// Woken whenever a proposal stops being in flight.
+    answered: Notify,
 }
 
 /// What a chunk request may do under the requester's credit window.
@@ -71,6 +75,7 @@ impl Pairs {
             network,
             store,
             state: Mutex::new(State::default()),
+            answered: Notify::new(),
         }
     }
 
@@ -173,6 +178,14 @@ impl Pairs {
     /// Releases what [`Pairs::start_proposing`] claimed.
     pub fn done_proposing(&self, peer: PeerId) {
         self.state().proposing.remove(&peer);
+        self.answered.notify_waiters();
+    }
+
+    /// Completes at the next [`Pairs::done_proposing`] (for any peer) after this call, even if
+    /// not polled until then: call it before [`Pairs::start_proposing`] to wait for a proposal
+    /// in flight.
+    pub fn proposal_answered(&self) -> Notified<'_> {
+        self.answered.notified()
     }
 
     /// The next proposal to `peer` for what was received from it, made durable before it is
