@@ -37,12 +37,17 @@ const FORMAT_VERSION: &[u8] = b"1";
 pub struct StoreConfig {
     /// Bytes of page cache the backend may keep in memory.
     pub cache_capacity: u64,
+    /// How long opening waits for the store's lock before it reports the store as in use. A
+    /// process that has just exited, or a sibling forked by a multi-threaded program that has
+    /// not reached `exec` yet, can hold the lock for a moment; a running node holds it for good.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_capacity: 64 * 1024 * 1024,
+            lock_wait: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -163,10 +168,19 @@ impl Store {
             .write(true)
             .open(path.join(LOCK_FILE))
             .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path }),
-            Err(TryLockError::Error(source)) => return Err(io(source)),
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if waited < config.lock_wait => {
+                    // Polling: std offers no lock with a timeout.
+                    let step = std::time::Duration::from_millis(20);
+                    std::thread::sleep(step);
+                    waited += step;
+                }
+                Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path }),
+                Err(TryLockError::Error(source)) => return Err(io(source)),
+            }
         }
         let db_path = path.join(DB_DIR);
         remove_incomplete_snapshots(&db_path).map_err(io)?;

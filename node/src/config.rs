@@ -379,6 +379,7 @@ impl Config {
         // `checked_cache_mib` bounds cache_mib, so this does not overflow; saturate anyway.
         StoreConfig {
             cache_capacity: self.store.cache_mib.saturating_mul(1024 * 1024),
+            ..StoreConfig::default()
         }
     }
 }
