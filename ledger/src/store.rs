@@ -743,7 +743,24 @@ fn open_backend(path: &Path, db_path: &Path, config: StoreConfig) -> Result<sled
         .mode(sled::Mode::LowSpace);
     // sled 0.34 can panic on some damaged files instead of returning an error; a damaged store
     // must give the user an error, never take the node down.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || sled_config.open())) {
+    let mut waited = std::time::Duration::ZERO;
+    let opened = loop {
+        let attempt = sled_config.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || attempt.open())) {
+            // sled's own file lock can outlive a dropped handle for a moment (its flusher
+            // thread, or a forked sibling before exec); our LOCK already excludes other stores.
+            Ok(Err(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock")
+                    && waited < config.lock_wait =>
+            {
+                let step = std::time::Duration::from_millis(20);
+                std::thread::sleep(step);
+                waited += step;
+            }
+            other => break other,
+        }
+    };
+    match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(backend_error(path, e)),
         Err(panic) => Err(StoreError::Corrupt {
