@@ -114,26 +114,29 @@ pub struct PeerAddr {
 impl std::str::FromStr for PeerAddr {
     type Err = anyhow::Error;
 
+    /// One grammar for peer addresses: the HTTP API's ([`tally_web::model::ConnectRequest`]),
+    /// so a peer the config accepts is one `tally connect` accepts, and the reverse.
     fn from_str(text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
-        let Some((id, addr)) = text.split_once('@') else {
-            bail!(
-                "`{text}` is not a peer address: write PEERID@HOST:PORT (PEERID is what `tally id` prints on that node)"
-            );
-        };
-        let peer_id: PeerId = id
-            .parse()
-            .map_err(|e| anyhow::anyhow!("`{text}`: the peer id is not valid ({e})"))?;
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            bail!("`{text}`: `{addr}` is not HOST:PORT");
+        let target = tally_web::model::ConnectRequest {
+            peer: text.to_owned(),
         }
-        Ok(Self {
-            peer_id,
-            addr: addr.to_owned(),
-        })
+        .parse()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "`{text}` is not a peer address ({e}): write PEERID@HOST:PORT (PEERID is what `tally id` prints on that node)"
+            )
+        })?;
+        let peer_id = PeerId(target.peer_id.0);
+        if peer_id.verifying_key().is_none() {
+            bail!("`{text}`: the peer id is not a usable ed25519 key");
+        }
+        let addr = if target.host.contains(':') {
+            format!("[{}]:{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        Ok(Self { peer_id, addr })
     }
 }
 
