@@ -173,6 +173,34 @@ impl Shared {
         }
     }
 
+    /// The last step of either side's handshake: the Hello exchange `exchange` (dialer's or
+    /// listener's) within `deadline`, then the connection.
+    async fn finish_handshake(
+        &self,
+        connection: &quinn::Connection,
+        peer: PeerId,
+        exchange: impl std::future::Future<Output = Result<Hello, HelloFailure>>,
+        deadline: Instant,
+        probe: &HandshakeProbe,
+    ) -> Result<Connection, TransportError> {
+        let hello = match timeout_at(deadline, exchange).await {
+            Err(_) => {
+                close(connection, ErrorCode::HandshakeTimeout, "no Hello in time");
+                return Err(TransportError::HandshakeTimeout {
+                    addr: connection.remote_address(),
+                    after: self.config.handshake_timeout,
+                });
+            }
+            Ok(result) => result.map_err(|f| self.hello_error(connection, f, probe))?,
+        };
+        Ok(Connection::new(
+            connection.clone(),
+            peer,
+            hello,
+            self.config.max_frame,
+        ))
+    }
+
     /// Turns a failed Hello exchange into an error, closing the connection with the fitting
     /// code if the peer has not closed it already.
     fn hello_error(
@@ -364,19 +392,10 @@ impl Endpoint {
                 found,
             });
         }
-        let hello = match timeout_at(deadline, hello::dial(&connection, &shared.hello)).await {
-            Err(_) => {
-                close(&connection, ErrorCode::HandshakeTimeout, "no Hello in time");
-                return Err(TransportError::HandshakeTimeout { addr, after });
-            }
-            Ok(result) => result.map_err(|f| shared.hello_error(&connection, f, &probe))?,
-        };
-        Ok(Connection::new(
-            connection,
-            found,
-            hello,
-            shared.config.max_frame,
-        ))
+        let exchange = hello::dial(&connection, &shared.hello);
+        shared
+            .finish_handshake(&connection, found, exchange, deadline, &probe)
+            .await
     }
 
     /// The next incoming connection, authenticated and introduced. A connection that failed
@@ -476,19 +495,10 @@ async fn accept_one(
         Ok(result) => result.map_err(|e| shared.handshake_error(e, addr, &probe))?,
     };
     let peer = remote_peer_id(&connection)?;
-    let hello = match timeout_at(deadline, hello::listen(&connection, &shared.hello)).await {
-        Err(_) => {
-            close(&connection, ErrorCode::HandshakeTimeout, "no Hello in time");
-            return Err(TransportError::HandshakeTimeout { addr, after });
-        }
-        Ok(result) => result.map_err(|f| shared.hello_error(&connection, f, &probe))?,
-    };
-    Ok(Connection::new(
-        connection,
-        peer,
-        hello,
-        shared.config.max_frame,
-    ))
+    let exchange = hello::listen(&connection, &shared.hello);
+    shared
+        .finish_handshake(&connection, peer, exchange, deadline, &probe)
+        .await
 }
 
 /// The PeerId of an established connection's certificate.
