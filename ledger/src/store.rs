@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, mpsc};
 
 use crate::error::StoreError;
 use crate::id::{NetworkId, PeerId};
 use crate::receipt::{ConflictProof, Order, Pair, Receipt, ReceiptBody, VerifiedReceipt};
+use crate::sync::{SyncItems, pair_key};
 
 const LOCK_FILE: &str = "LOCK";
 const WITNESS_FILE: &str = "FLUSHED";
@@ -125,6 +126,9 @@ pub struct Store {
     /// Sum of the seqs of all latest receipts; grows with every new receipt. Written to the
     /// database and then to the witness file at each flush.
     seq_sum: AtomicU64,
+    /// Gossip's index of the latest receipts (pair key → seq), built at open and kept in step
+    /// by every apply, so a sync never walks the database.
+    sync_items: Mutex<SyncItems>,
     /// Held for the store's lifetime: one process per store.
     _lock: File,
 }
@@ -133,13 +137,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
-}
-
-fn pair_key(pair: &Pair) -> [u8; 64] {
-    let mut key = [0u8; 64];
-    key[..32].copy_from_slice(pair.uploader.as_bytes());
-    key[32..].copy_from_slice(pair.downloader.as_bytes());
-    key
 }
 
 fn peer_at(key: &[u8], offset: usize) -> Option<PeerId> {
@@ -201,6 +198,7 @@ impl Store {
         }
         let store = Self {
             seq_sum: AtomicU64::new(seq_sum),
+            sync_items: Mutex::new(SyncItems::new()),
             receipts: tree("receipts")?,
             by_downloader: tree("by_downloader")?,
             conflicts: tree("conflicts")?,
@@ -213,6 +211,7 @@ impl Store {
         };
         store.check_meta()?;
         store.repair_dishonest()?;
+        store.index_for_sync()?;
         Ok(store)
     }
 
@@ -251,6 +250,25 @@ impl Store {
             self.flag_dishonest(&proof)?;
         }
         Ok(())
+    }
+
+    fn index_for_sync(&self) -> Result<(), StoreError> {
+        let mut items = SyncItems::new();
+        for receipt in self.iter() {
+            let receipt = receipt?;
+            items.insert(pair_key(&receipt.pair()), receipt.seq);
+        }
+        *self.sync_items() = items;
+        Ok(())
+    }
+
+    /// Gossip's index of what this store holds: for every pair, the seq of its latest receipt
+    /// (see [`crate::sync`]). Kept up to date by [`Store::apply`]; hold the guard briefly, as
+    /// applies wait for it.
+    pub fn sync_items(&self) -> MutexGuard<'_, SyncItems> {
+        self.sync_items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn backend(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
@@ -305,6 +323,8 @@ impl Store {
             if swapped.is_ok() {
                 let grown = receipt.seq - replaced.unwrap_or(0);
                 self.seq_sum.fetch_add(grown, AtomicOrdering::SeqCst);
+                // Keeps the higher seq if two applies of one pair race here.
+                self.sync_items().insert(key, receipt.seq);
                 return Ok(Applied::New { replaced });
             }
             // Another thread changed the pair in between: classify again.

@@ -52,6 +52,12 @@ pub const DEFAULT_ACK_BYTES: u64 = 1 << 20;
 pub const DEFAULT_CREDIT_WINDOW: u64 = 4 << 20;
 /// Connections the node keeps at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Milliseconds between two gossip syncs this node starts, unless told otherwise.
+pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 2_000;
+/// Third parties' receipts kept at most, unless told otherwise.
+pub const DEFAULT_MAX_THIRD_PARTY_RECEIPTS: u64 = 1_000_000;
+/// Connections peer exchange keeps open by dialing known peers, unless told otherwise.
+pub const DEFAULT_TARGET_PEERS: usize = 8;
 
 /// The settings in force, every layer applied and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +91,12 @@ pub struct NodeSettings {
     pub download_limit: Option<Rate>,
     /// Connections kept at most, in and out together.
     pub max_connections: usize,
+    /// Time between two gossip syncs this node starts.
+    pub gossip_interval: std::time::Duration,
+    /// Receipts between other peers kept at most (this node's own are never dropped).
+    pub max_third_party_receipts: u64,
+    /// Connections peer exchange tries to keep by dialing peers it has heard of.
+    pub target_peers: usize,
 }
 
 impl Default for NodeSettings {
@@ -98,6 +110,9 @@ impl Default for NodeSettings {
             upload_limit: None,
             download_limit: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            gossip_interval: std::time::Duration::from_millis(DEFAULT_GOSSIP_INTERVAL_MS),
+            max_third_party_receipts: DEFAULT_MAX_THIRD_PARTY_RECEIPTS,
+            target_peers: DEFAULT_TARGET_PEERS,
         }
     }
 }
@@ -200,6 +215,12 @@ pub struct FileNode {
     pub download_limit: Option<String>,
     /// `max_connections = N`
     pub max_connections: Option<u64>,
+    /// `gossip_interval_ms = N`
+    pub gossip_interval_ms: Option<u64>,
+    /// `max_third_party_receipts = N`
+    pub max_third_party_receipts: Option<u64>,
+    /// `target_peers = N`
+    pub target_peers: Option<u64>,
 }
 
 /// The `[store]` table as written.
@@ -312,6 +333,21 @@ impl Config {
                     checked_max_connections(v),
                     &in_file("[node] max_connections"),
                 )?;
+            }
+            if let Some(v) = node.gossip_interval_ms {
+                n.gossip_interval = from(
+                    checked_gossip_interval(v),
+                    &in_file("[node] gossip_interval_ms"),
+                )?;
+            }
+            if let Some(v) = node.max_third_party_receipts {
+                n.max_third_party_receipts = from(
+                    checked_third_party(v),
+                    &in_file("[node] max_third_party_receipts"),
+                )?;
+            }
+            if let Some(v) = node.target_peers {
+                n.target_peers = from(checked_target_peers(v), &in_file("[node] target_peers"))?;
             }
         }
 
@@ -466,6 +502,30 @@ fn checked_max_connections(value: u64) -> anyhow::Result<usize> {
     usize::try_from(value).map_err(|_| anyhow::anyhow!("max_connections = {value} is too large"))
 }
 
+fn checked_gossip_interval(ms: u64) -> anyhow::Result<std::time::Duration> {
+    if !(50..=3_600_000).contains(&ms) {
+        bail!(
+            "gossip_interval_ms = {ms} is out of range: it must be between 50 and 3600000 (an hour)"
+        );
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+fn checked_third_party(value: u64) -> anyhow::Result<u64> {
+    const MAX: u64 = 1_000_000_000;
+    if value > MAX {
+        bail!("max_third_party_receipts = {value} is out of range: it must be at most {MAX}");
+    }
+    Ok(value)
+}
+
+fn checked_target_peers(value: u64) -> anyhow::Result<usize> {
+    if value > 65_536 {
+        bail!("target_peers = {value} is out of range: it must be between 0 and 65536");
+    }
+    usize::try_from(value).map_err(|_| anyhow::anyhow!("target_peers = {value} is too large"))
+}
+
 fn limit(text: &str) -> anyhow::Result<Option<Rate>> {
     Ok(parse_limit(text)?)
 }
@@ -529,6 +589,15 @@ upload_limit = "unlimited"
 download_limit = "unlimited"
 # Connections kept at most, incoming and outgoing together.
 max_connections = {DEFAULT_MAX_CONNECTIONS}
+# Gossip: every this many milliseconds the node syncs receipts, conflict proofs, provider and
+# peer records with one random connected peer.
+gossip_interval_ms = {DEFAULT_GOSSIP_INTERVAL_MS}
+# Receipts between other peers kept at most; past it, those farthest from this node in the
+# graph of who uploaded to whom are dropped first. This node's own receipts are always kept.
+max_third_party_receipts = {DEFAULT_MAX_THIRD_PARTY_RECEIPTS}
+# Peer exchange dials peers it hears of until this many connections are open (0: only the
+# configured peers and those that dial in).
+target_peers = {DEFAULT_TARGET_PEERS}
 "#
     )
 }
@@ -580,6 +649,9 @@ mod tests {
                     upload_limit: Some("unlimited".into()),
                     download_limit: Some("unlimited".into()),
                     max_connections: Some(DEFAULT_MAX_CONNECTIONS as u64),
+                    gossip_interval_ms: Some(DEFAULT_GOSSIP_INTERVAL_MS),
+                    max_third_party_receipts: Some(DEFAULT_MAX_THIRD_PARTY_RECEIPTS),
+                    target_peers: Some(DEFAULT_TARGET_PEERS as u64),
                 }),
             }
         );
@@ -754,6 +826,12 @@ mod tests {
             ("[node]\nupload_limit = \"fast\"\n", "upload_limit"),
             ("[node]\nack_bytes = 1\n", "ack_bytes"),
             ("[node]\nmax_connections = 0\n", "max_connections"),
+            ("[node]\ngossip_interval_ms = 1\n", "gossip_interval_ms"),
+            (
+                "[node]\nmax_third_party_receipts = 10000000000\n",
+                "max_third_party_receipts",
+            ),
+            ("[node]\ntarget_peers = 100000\n", "target_peers"),
         ] {
             let file = FileConfig::parse(bad).unwrap();
             let err =

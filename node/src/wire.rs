@@ -12,10 +12,13 @@
 //! These types are postcard only: no `skip_serializing_if`, no untagged or flattened enums.
 //! Appending variants at the end keeps old peers decoding old messages.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
-use tally_ledger::{Proposal, Receipt};
+use tally_ledger::{ConflictProof, Proposal, Receipt};
 
 use crate::content::ContentId;
+use crate::gossip::records::{PeerRecord, ProviderRecord};
 
 /// Largest request frame: requests are small and fixed in shape.
 pub const MAX_REQUEST_FRAME: usize = 4 * 1024;
@@ -56,6 +59,13 @@ pub enum Request {
     /// The requester (downloader) proposes a receipt for what it received from the responder
     /// (uploader). The answer is the countersigned receipt or a refusal.
     Propose(Proposal),
+    /// Opens a gossip session: from here on both sides send [`GossipFrame`]s on this stream
+    /// (cap [`MAX_GOSSIP_FRAME`]) as `docs/PROTOCOL.md` ("Gossip sessions") describes. The
+    /// responder may instead answer one [`Response::Refused`] (busy, or asked too often).
+    Gossip,
+    /// A conflict proof the requester has just learned, pushed at once to every connected peer
+    /// so it overtakes the periodic sync. The answer is [`Response::Received`].
+    Conflict(ConflictProof),
 }
 
 /// The two pairs between two peers, from the sender's side.
@@ -101,6 +111,59 @@ pub enum Response {
         /// Why, for people (at most [`MAX_REASON`] bytes).
         message: String,
     },
+    /// The request was taken (the answer to [`Request::Conflict`]).
+    Received,
+}
+
+/// Largest gossip frame: a set-reconciliation message at its cap, with room for framing.
+pub const MAX_GOSSIP_FRAME: usize = tally_ledger::sync::MAX_MESSAGE_BYTES + 1024;
+/// Receipts in one [`GossipFrame::Receipts`] at most (about 110 KB).
+pub const MAX_RECEIPTS_PER_FRAME: usize = 512;
+/// Conflict proofs in one [`GossipFrame::Conflicts`] at most.
+pub const MAX_CONFLICTS_PER_FRAME: usize = 64;
+/// Provider records in one [`GossipFrame::Records`] at most.
+pub const MAX_PROVIDER_RECORDS_PER_FRAME: usize = 256;
+/// Peer records in one [`GossipFrame::Records`] at most.
+pub const MAX_PEER_RECORDS_PER_FRAME: usize = 64;
+
+/// What travels on a gossip stream after [`Request::Gossip`], both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipFrame {
+    /// The first frame each side sends.
+    Hello(GossipHello),
+    /// Conflict proofs (at most [`MAX_CONFLICTS_PER_FRAME`]).
+    Conflicts(Vec<ConflictProof>),
+    /// Signed provider and peer records.
+    Records(Records),
+    /// A set-reconciliation message, encoded by `tally_ledger::sync::Message::encode`. Ends
+    /// the sender's turn.
+    Sync(Vec<u8>),
+    /// Fully signed receipts the other side lacks (at most [`MAX_RECEIPTS_PER_FRAME`]).
+    Receipts(Vec<Receipt>),
+    /// The sender has nothing more to say: ends its turn and the session.
+    End,
+}
+
+/// The opening of a gossip session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipHello {
+    /// Conflict proofs the sender holds.
+    pub conflicts: u32,
+    /// BLAKE3 over the sorted ids of those proofs: when both sides' digests differ, each sends
+    /// all of its proofs (they are few) right after the hellos.
+    pub conflicts_digest: [u8; 32],
+    /// The address the sender sees the receiver's connection come from, so a node bound to an
+    /// unspecified address learns how others reach it (for its peer record).
+    pub observed: SocketAddr,
+}
+
+/// Provider and peer records, sent once per session each way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    /// At most [`MAX_PROVIDER_RECORDS_PER_FRAME`].
+    pub providers: Vec<ProviderRecord>,
+    /// At most [`MAX_PEER_RECORDS_PER_FRAME`].
+    pub peers: Vec<PeerRecord>,
 }
 
 /// Why a request was refused.

@@ -171,7 +171,10 @@ fn init_creates_private_files_and_a_config_with_every_key() {
             "credit_window",
             "upload_limit",
             "download_limit",
-            "max_connections"
+            "max_connections",
+            "gossip_interval_ms",
+            "max_third_party_receipts",
+            "target_peers",
         ])
     );
     // Every key is explained.

@@ -546,3 +546,36 @@ fn flush_writes_the_witness_and_a_damaged_witness_does_not_block_opening() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn the_sync_index_follows_applies_and_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        receipt(1, 2, 1, 10),
+        receipt(1, 2, 3, 30),
+        receipt(3, 1, 2, 5),
+    );
+    {
+        let store = open(dir.path());
+        store.apply(&verified(a)).unwrap();
+        store.apply(&verified(c)).unwrap();
+        store.apply(&verified(b)).unwrap();
+        // A stale receipt does not lower the index.
+        store.apply(&verified(a)).unwrap();
+        let items = store.sync_items();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items.get(&pair_key(&a.pair())), Some(3));
+        assert_eq!(items.get(&pair_key(&c.pair())), Some(2));
+        drop(items);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let items = store.sync_items();
+    let held: Vec<(Vec<u8>, u64)> = items.iter().map(|(k, s)| (k.to_vec(), s)).collect();
+    let mut expected = vec![
+        (pair_key(&a.pair()).to_vec(), 3),
+        (pair_key(&c.pair()).to_vec(), 2),
+    ];
+    expected.sort();
+    assert_eq!(held, expected);
+}

@@ -280,6 +280,7 @@ async fn run(shared: &Arc<Shared>, status: &Arc<DownloadStatus>) -> anyhow::Resu
     let mut working: HashSet<PeerId> = HashSet::new();
     let mut last_provider = Instant::now();
     while !swarm.complete() {
+        crate::gossip::task::dial_providers(shared, &content);
         for peer in shared.peers.connected() {
             if working.contains(&peer) || lock(&swarm.excluded).contains(&peer) {
                 continue;
@@ -386,6 +387,7 @@ async fn find_manifest(shared: &Arc<Shared>, content: ContentId) -> anyhow::Resu
     let deadline = Instant::now() + PROVIDER_WAIT;
     let mut asked: HashSet<PeerId> = HashSet::new();
     while Instant::now() < deadline {
+        crate::gossip::task::dial_providers(shared, &content);
         for peer in shared.peers.connected() {
             if !asked.insert(peer) {
                 continue;

@@ -60,6 +60,8 @@ pub struct Shared {
     pub endpoint: Endpoint,
     /// Connections and what is known of peers.
     pub peers: peers::Peers,
+    /// Gossip's tables (provider and peer records) and counters.
+    pub gossip: Arc<crate::gossip::Gossip>,
     /// Downloads, running and finished, by content.
     pub downloads: Mutex<HashMap<ContentId, Arc<fetch::DownloadStatus>>>,
     /// Global upload limit.
@@ -188,6 +190,7 @@ impl Node {
             content: Arc::new(content),
             endpoint,
             peers: peers::Peers::new(settings.max_connections),
+            gossip: Arc::new(crate::gossip::Gossip::new()),
             downloads: Mutex::new(HashMap::new()),
             upload_limit: RateLimiter::new(settings.upload_limit, u64::from(CHUNK_SIZE)),
             download_limit: RateLimiter::new(settings.download_limit, u64::from(CHUNK_SIZE)),
@@ -205,6 +208,7 @@ impl Node {
         for peer in shared.settings.peers.clone() {
             peers::keep_dialing(&shared, peer);
         }
+        crate::gossip::task::start(&shared);
         Ok(Self { shared })
     }
 

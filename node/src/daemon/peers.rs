@@ -396,7 +396,7 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
 
 /// The dialer's side of the re-sync: send this node's latest receipts with the peer, take its
 /// own, and let the higher valid one win on each pair.
-async fn exchange_latest(shared: &Shared, conn: &Connection) -> anyhow::Result<()> {
+async fn exchange_latest(shared: &Arc<Shared>, conn: &Connection) -> anyhow::Result<()> {
     let peer = conn.peer_id();
     let mine = shared.pairs.latest_with(peer)?;
     let response = request(conn, &Request::Latest(mine)).await?;
@@ -408,6 +408,7 @@ async fn exchange_latest(shared: &Shared, conn: &Connection) -> anyhow::Result<(
                     "the peer's receipt contradicts ours: conflict proof {} stored, both keys marked dishonest",
                     hex::encode(proof.id())
                 );
+                crate::gossip::session::spread_conflict(shared, proof, None);
             }
             Ok(())
         }

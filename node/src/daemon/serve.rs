@@ -49,6 +49,10 @@ pub async fn handle(
         Request::Chunk { content, index } => {
             serve_chunk(shared, conn, &mut writer, content, index).await
         }
+        Request::Gossip => {
+            crate::gossip::session::answer(shared, conn, writer, reader).await;
+            return;
+        }
         other => {
             let response = answer(shared, conn, other, &mut penalty).await;
             writer.send(&response).await.map_err(anyhow::Error::from)
@@ -86,6 +90,7 @@ async fn answer(
                             "the peer's receipt contradicts ours: conflict proof {} stored, both keys marked dishonest",
                             hex::encode(proof.id())
                         );
+                        crate::gossip::session::spread_conflict(shared, proof, None);
                     }
                 }
                 Err(error) => tracing::warn!("receipt re-sync failed: {error:#}"),
@@ -140,8 +145,25 @@ async fn answer(
             }
             Err(error) => internal(&error),
         },
-        Request::Chunk { .. } => {
-            Response::refused(RefusalCode::Invalid, "chunks are served elsewhere")
+        Request::Conflict(proof) => match proof.verify(&shared.network) {
+            Ok(()) => match crate::gossip::session::learn_conflict(shared, proof, Some(peer)).await
+            {
+                Ok(_) => Response::Received,
+                Err(error) => internal(&error),
+            },
+            Err(error) => {
+                *penalty = Some((
+                    crate::gossip::session::PENALTY_BAD_PROOF,
+                    format!("pushed a conflict proof that does not verify: {error}"),
+                ));
+                Response::refused(
+                    RefusalCode::Invalid,
+                    format!("the conflict proof does not verify: {error}"),
+                )
+            }
+        },
+        Request::Chunk { .. } | Request::Gossip => {
+            Response::refused(RefusalCode::Invalid, "served elsewhere")
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct FrameReader<R = quinn::RecvStream> {
     inner: R,
     max_frame: usize,
     buf: Vec<u8>,
+    /// Frame bytes read so far, length prefixes included (not raw payload).
+    frame_bytes: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -100,7 +102,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             max_frame,
             buf: Vec::new(),
+            frame_bytes: 0,
         }
+    }
+
+    /// Frame bytes so far, length prefixes included (raw payload bytes are not counted).
+    pub fn frame_bytes(&self) -> u64 {
+        self.frame_bytes
     }
 
     /// The cap on a frame's length.
@@ -195,6 +203,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 });
             }
         }
+        self.frame_bytes += (LEN_PREFIX + len) as u64;
         Ok(true)
     }
 
@@ -232,6 +241,8 @@ pub struct FrameWriter<W = quinn::SendStream> {
     inner: W,
     max_frame: usize,
     buf: Vec<u8>,
+    /// Frame bytes written so far, length prefixes included (not raw payload).
+    frame_bytes: u64,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -242,7 +253,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             inner,
             max_frame,
             buf: Vec::new(),
+            frame_bytes: 0,
         }
+    }
+
+    /// Frame bytes so far, length prefixes included (raw payload bytes are not counted).
+    pub fn frame_bytes(&self) -> u64 {
+        self.frame_bytes
     }
 
     /// The cap on a frame's length.
@@ -273,6 +290,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         };
         buf[..LEN_PREFIX].copy_from_slice(&prefix.to_be_bytes());
         let written = self.inner.write_all(&buf).await;
+        if written.is_ok() {
+            self.frame_bytes += buf.len() as u64;
+        }
         if buf.capacity() <= KEEP_BUFFER {
             self.buf = buf;
         }
