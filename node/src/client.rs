@@ -331,7 +331,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use serde_json::json;
-    use tally_web::model::{Direction, DownloadState, PeerReceipts, StoreStatus, TransferTotals};
+    use tally_web::model::{
+        Direction, DownloadState, GossipStatus, PeerReceipts, StoreStatus, TransferTotals,
+    };
     use tally_web::{ApiAuth, ApiError, NodeApi};
     use tokio::sync::Notify;
 
@@ -392,6 +394,8 @@ mod tests {
                     bytes_down: 0,
                 },
                 limits: *self.limits.lock().unwrap(),
+                dishonest_peers: Vec::new(),
+                gossip: GossipStatus::default(),
             })
         }
         async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {

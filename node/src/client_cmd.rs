@@ -74,6 +74,23 @@ pub fn status(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow
         "store        {} receipts, {} conflicts, {} keys marked dishonest",
         status.store.receipts, status.store.conflicts, status.store.dishonest
     )?;
+    for peer in &status.dishonest_peers {
+        writeln!(out, "  dishonest  {peer}")?;
+    }
+    let gossip = &status.gossip;
+    writeln!(
+        out,
+        "gossip       {} sessions ({} failed), {} receipts in, {} out, {} rejected; {} in, {} out; {} peers known, {} provider records",
+        gossip.sessions,
+        gossip.sessions_failed,
+        gossip.receipts_received,
+        gossip.receipts_sent,
+        gossip.receipts_rejected,
+        human_bytes(gossip.bytes_received),
+        human_bytes(gossip.bytes_sent),
+        gossip.known_peers,
+        gossip.provider_records
+    )?;
     writeln!(
         out,
         "transferred  {} up, {} down",

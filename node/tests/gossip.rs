@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestNode, finished, payload, raw_client, wait_until};
@@ -17,6 +18,7 @@ use tally_ledger::{ConflictProof, Identity, NetworkId, Receipt, ReceiptBody, Sig
 use tally_node::config::Config;
 use tally_node::content::{CHUNK_SIZE, ContentId};
 use tally_node::daemon::Behaviour;
+use tally_node::daemon::api::NodeHandle;
 use tally_node::daemon::fetch::{self, Phase};
 use tally_node::gossip::records::ProviderRecord;
 use tally_node::gossip::session;
@@ -81,9 +83,15 @@ async fn sparse_network(n: usize, seed: u64) -> Vec<TestNode> {
     nodes
 }
 
+/// Stops every node at once: each waits for its connections' close to be delivered, which on
+/// a loaded machine takes a few round-trip timeouts.
 async fn stop_all(nodes: Vec<TestNode>) {
+    let mut stopping = tokio::task::JoinSet::new();
     for node in nodes {
-        node.stop().await;
+        stopping.spawn(node.stop());
+    }
+    while let Some(stopped) = stopping.join_next().await {
+        stopped.unwrap();
     }
 }
 
@@ -120,6 +128,18 @@ async fn receipts_and_a_conflict_proof_reach_all_30_nodes_and_a_returning_node_c
         })
     })
     .await;
+
+    // The API's status shows them, at a node far from where the proof started.
+    let status = tally_web::api::NodeApi::status(&NodeHandle::new(Arc::clone(nodes[0].shared())))
+        .await
+        .unwrap();
+    assert_eq!(status.store.dishonest, 2);
+    let listed: HashSet<[u8; 32]> = status.dishonest_peers.iter().map(|p| p.0).collect();
+    assert_eq!(
+        listed,
+        HashSet::from([*x.peer_id().as_bytes(), *y.peer_id().as_bytes()])
+    );
+    assert!(status.gossip.sessions > 0);
 
     // Node 12 goes offline; receipts are made meanwhile; it comes back with one bootstrap peer.
     let away = nodes.remove(12);

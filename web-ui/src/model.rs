@@ -137,6 +137,39 @@ pub struct Status {
     pub transfer: TransferTotals,
     /// The rate limits in force.
     pub limits: RateLimits,
+    /// Peers marked dishonest by a conflict proof, at most [`MAX_DISHONEST_LISTED`] of them
+    /// (`store.dishonest` counts them all).
+    pub dishonest_peers: Vec<HexId>,
+    /// What gossip did since the node started.
+    pub gossip: GossipStatus,
+}
+
+/// Dishonest peers listed in [`Status::dishonest_peers`] at most.
+pub const MAX_DISHONEST_LISTED: usize = 100;
+
+/// Gossip's counters since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipStatus {
+    /// Sessions completed, started by this node or by peers.
+    pub sessions: u64,
+    /// Sessions refused or broken off.
+    pub sessions_failed: u64,
+    /// Receipts received that were new to this node.
+    pub receipts_received: u64,
+    /// Receipts pushed to peers.
+    pub receipts_sent: u64,
+    /// Receipts refused because they did not verify.
+    pub receipts_rejected: u64,
+    /// Conflict proofs learned from peers.
+    pub conflicts_learned: u64,
+    /// Gossip bytes sent.
+    pub bytes_sent: u64,
+    /// Gossip bytes received.
+    pub bytes_received: u64,
+    /// Peers known from peer records (the peer table).
+    pub known_peers: u64,
+    /// Provider records held.
+    pub provider_records: u64,
 }
 
 /// The receipt store's counts.

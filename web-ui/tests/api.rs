@@ -9,7 +9,8 @@ use axum::body::Body;
 use serde_json::{Value, json};
 use tally_web::model::{
     ConnectRequest, ContentSummary, Direction, DownloadInfo, DownloadState, ErrorBody, GetRequest,
-    PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status, StoreStatus, TransferTotals,
+    GossipStatus, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status, StoreStatus,
+    TransferTotals,
 };
 use tally_web::server::MAX_BODY_BYTES;
 use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
@@ -64,6 +65,8 @@ impl NodeApi for FakeNode {
                 bytes_down: 20,
             },
             limits: state.limits,
+            dishonest_peers: Vec::new(),
+            gossip: GossipStatus::default(),
         })
     }
 

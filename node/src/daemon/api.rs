@@ -11,8 +11,8 @@ use tally_web::api::NodeApi;
 use tally_web::error::ApiError;
 use tally_web::model::{
     ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo, DownloadState,
-    GetRequest, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status, StoreStatus,
-    TransferTotals,
+    GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status,
+    StoreStatus, TransferTotals,
 };
 
 use super::Shared;
@@ -106,7 +106,27 @@ impl NodeApi for NodeHandle {
         let shared = &self.shared;
         let store = &shared.store;
         let conflicts = store.conflicts().map_err(internal)?.len() as u64;
-        let dishonest = store.dishonest().map_err(internal)?.len() as u64;
+        let dishonest_keys = store.dishonest().map_err(internal)?;
+        let dishonest = dishonest_keys.len() as u64;
+        let dishonest_peers = dishonest_keys
+            .iter()
+            .take(tally_web::model::MAX_DISHONEST_LISTED)
+            .map(|peer| HexId(*peer.as_bytes()))
+            .collect();
+        let stats = &shared.gossip.stats;
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let gossip = GossipStatus {
+            sessions: count(&stats.sessions_started) + count(&stats.sessions_answered),
+            sessions_failed: count(&stats.sessions_failed),
+            receipts_received: count(&stats.receipts_new),
+            receipts_sent: count(&stats.receipts_sent),
+            receipts_rejected: count(&stats.receipts_rejected),
+            conflicts_learned: count(&stats.conflicts_learned),
+            bytes_sent: count(&stats.bytes_sent),
+            bytes_received: count(&stats.bytes_received),
+            known_peers: shared.gossip.known_peers().len() as u64,
+            provider_records: shared.gossip.provider_count() as u64,
+        };
         let pairs = store.pair_count() as u64;
         let api_addr = shared
             .api_addr
@@ -134,6 +154,8 @@ impl NodeApi for NodeHandle {
                 bytes_down: shared.bytes_down.load(Ordering::Relaxed),
             },
             limits: self.current_limits(),
+            dishonest_peers,
+            gossip,
         })
     }
 

@@ -190,7 +190,7 @@ impl Node {
             content: Arc::new(content),
             endpoint,
             peers: peers::Peers::new(settings.max_connections),
-            gossip: Arc::new(crate::gossip::Gossip::new()),
+            gossip: Arc::new(crate::gossip::Gossip::new(settings.gossip_interval)),
             downloads: Mutex::new(HashMap::new()),
             upload_limit: RateLimiter::new(settings.upload_limit, u64::from(CHUNK_SIZE)),
             download_limit: RateLimiter::new(settings.download_limit, u64::from(CHUNK_SIZE)),
@@ -245,7 +245,10 @@ impl Node {
                 "some tasks did not stop within {grace:?}; stopping anyway"
             );
         }
+        let waited = Instant::now();
+        tracing::debug!("tasks stopped");
         let _ = tokio::time::timeout(grace, shared.endpoint.wait_idle()).await;
+        tracing::debug!(took = ?waited.elapsed(), "connections closed");
         let store = Arc::clone(&shared.store);
         tokio::task::spawn_blocking(move || store.flush())
             .await

@@ -35,11 +35,12 @@ pub const MAX_PROVIDER_RECORDS: usize = 65_536;
 pub const MAX_PROVIDERS_PER_CONTENT: usize = 64;
 /// Peer records kept at most: the peer table's bound.
 pub const MAX_KNOWN_PEERS: usize = 1_024;
-/// A record learned this recently is "hot": every session sends it, so news spreads like a
-/// rumour; older ones travel as a small random sample.
-pub const RUMOUR_WINDOW: Duration = Duration::from_secs(30);
-/// Older records sent per session besides the hot ones, so a late joiner learns them too.
-pub const SAMPLE_OLD_RECORDS: usize = 16;
+/// A record learned within this many gossip intervals is "hot": every session sends it, so
+/// news spreads like a rumour (a node starts one session per interval and answers about as
+/// many, so its neighbours hear it within the window). Older records go only in the first
+/// session with each newly connected peer (a random sample up to the frame's caps), so a late
+/// joiner learns them without idle sessions repeating them.
+pub const RUMOUR_INTERVALS: u32 = 8;
 /// Sessions a peer may start with this node in a burst; refilled one per
 /// [`SESSION_REFILL`]. An honest node starts at most one per [`SESSION_REFILL`] with one peer.
 pub const SESSION_BURST: u32 = 4;
@@ -100,6 +101,8 @@ struct Tables {
     in_session: HashSet<(PeerId, bool)>,
     /// When this node last started a session with each peer.
     last_started: HashMap<PeerId, Instant>,
+    /// Connected peers already sent a sample of old records.
+    introduced: HashSet<PeerId>,
     /// Peers being dialed because gossip told of them.
     dialing: HashSet<PeerId>,
     /// When a dial of a gossiped peer last failed (bounded by the peer table: pruned with it).
@@ -117,9 +120,10 @@ pub enum Busy {
 }
 
 /// Gossip's shared state.
-#[derive(Default)]
 pub struct Gossip {
     tables: Mutex<Tables>,
+    /// How long a learned record stays hot.
+    rumour_window: Duration,
     /// What gossip did.
     pub stats: GossipStats,
 }
@@ -170,8 +174,12 @@ impl Drop for DialGuard {
 
 impl Gossip {
     /// Empty tables.
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(gossip_interval: Duration) -> Self {
+        Self {
+            tables: Mutex::default(),
+            rumour_window: gossip_interval * RUMOUR_INTERVALS,
+            stats: GossipStats::default(),
+        }
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -253,6 +261,7 @@ impl Gossip {
             .last_started
             .retain(|peer, _| connected.contains(peer));
         tables.allowances.retain(|peer, _| connected.contains(peer));
+        tables.introduced.retain(|peer| connected.contains(peer));
     }
 
     /// Adds a verified provider record. Returns whether it was new or newer than the one held.
@@ -412,12 +421,14 @@ impl Gossip {
         self.tables().observed
     }
 
-    /// What to send a peer in a session: the hot records (learned within [`RUMOUR_WINDOW`]),
-    /// then a random sample of older ones, within the frame's caps, unexpired.
-    pub fn records_to_send(&self, now: Instant, now_ms: u64) -> Records {
-        let tables = self.tables();
+    /// What to send `peer` in a session: the hot records (learned within [`RUMOUR_INTERVALS`]),
+    /// and, in the first session with it since it connected, a random sample of older ones;
+    /// within the frame's caps, unexpired.
+    pub fn records_to_send(&self, peer: PeerId, now: Instant, now_ms: u64) -> Records {
+        let mut tables = self.tables();
+        let old_too = tables.introduced.insert(peer);
         let mut rng = rand::rng();
-        let hot = |learned: Instant| now.saturating_duration_since(learned) < RUMOUR_WINDOW;
+        let hot = |learned: Instant| now.saturating_duration_since(learned) < self.rumour_window;
         let live = tables
             .providers
             .values()
@@ -428,21 +439,29 @@ impl Gossip {
         let providers = pick(
             hot_providers,
             old_providers,
+            old_too,
             MAX_PROVIDER_RECORDS_PER_FRAME,
             &mut rng,
         );
         let (hot_peers, old_peers): (Vec<_>, Vec<_>) =
             tables.peers.values().partition(|held| hot(held.learned));
-        let peers = pick(hot_peers, old_peers, MAX_PEER_RECORDS_PER_FRAME, &mut rng);
+        let peers = pick(
+            hot_peers,
+            old_peers,
+            old_too,
+            MAX_PEER_RECORDS_PER_FRAME,
+            &mut rng,
+        );
         Records { providers, peers }
     }
 }
 
-/// Up to `cap` records: hot ones first (a random subset if too many), then up to
-/// [`SAMPLE_OLD_RECORDS`] old ones at random.
+/// Up to `cap` records: hot ones first (a random subset if too many), then, if `old_too`, old
+/// ones at random.
 fn pick<T: Clone>(
     hot: Vec<&Held<T>>,
     old: Vec<&Held<T>>,
+    old_too: bool,
     cap: usize,
     rng: &mut impl rand::Rng,
 ) -> Vec<T> {
@@ -455,7 +474,11 @@ fn pick<T: Clone>(
     } else {
         hot.into_iter().map(|h| h.record.clone()).collect()
     };
-    let room = cap.saturating_sub(out.len()).min(SAMPLE_OLD_RECORDS);
+    let room = if old_too {
+        cap.saturating_sub(out.len())
+    } else {
+        0
+    };
     out.extend(
         old.into_iter()
             .sample(rng, room)

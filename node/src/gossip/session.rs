@@ -419,7 +419,10 @@ impl<'a> Session<'a> {
 
     /// Sends this node's records while reading the peer's; keeps those that verify.
     async fn exchange_records(&mut self) -> Result<(), SessionError> {
-        let records = self.shared.gossip.records_to_send(Instant::now(), now_ms());
+        let records = self
+            .shared
+            .gossip
+            .records_to_send(self.peer, Instant::now(), now_ms());
         let writer = &mut self.writer;
         let send = async move {
             writer

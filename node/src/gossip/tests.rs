@@ -1,6 +1,8 @@
 use super::*;
 use tally_ledger::{Identity, NetworkId};
 
+const INTERVAL: Duration = Duration::from_secs(2);
+
 fn net() -> NetworkId {
     NetworkId::from_name("tally")
 }
@@ -23,7 +25,7 @@ fn provider_of_own(seed: u32, now_ms: u64) -> ProviderRecord {
 
 #[test]
 fn a_peer_gets_a_burst_of_sessions_then_one_per_refill() {
-    let gossip = Arc::new(Gossip::new());
+    let gossip = Arc::new(Gossip::new(INTERVAL));
     let peer = who(1).peer_id();
     let t0 = Instant::now();
     for _ in 0..SESSION_BURST {
@@ -55,7 +57,7 @@ fn a_peer_gets_a_burst_of_sessions_then_one_per_refill() {
 
 #[test]
 fn this_node_spaces_the_sessions_it_starts_with_one_peer() {
-    let gossip = Arc::new(Gossip::new());
+    let gossip = Arc::new(Gossip::new(INTERVAL));
     let peer = who(1).peer_id();
     let t0 = Instant::now();
     drop(Arc::clone(&gossip).start(peer, t0).unwrap());
@@ -73,7 +75,7 @@ fn this_node_spaces_the_sessions_it_starts_with_one_peer() {
 
 #[test]
 fn provider_records_keep_the_newest_per_provider_and_are_bounded_per_content() {
-    let gossip = Gossip::new();
+    let gossip = Gossip::new(INTERVAL);
     let (now, ms) = (Instant::now(), 1_000_000);
     assert!(gossip.add_provider(provider(1, 9, ms, 60_000), now, ms));
     assert!(!gossip.add_provider(provider(1, 9, ms - 1, 60_000), now, ms));
@@ -98,7 +100,7 @@ fn provider_records_keep_the_newest_per_provider_and_are_bounded_per_content() {
 
 #[test]
 fn the_peer_table_is_bounded_and_keeps_the_freshest_records() {
-    let gossip = Gossip::new();
+    let gossip = Gossip::new(INTERVAL);
     let now = Instant::now();
     let addr: SocketAddr = "127.0.0.1:7420".parse().unwrap();
     for seed in 0..(MAX_KNOWN_PEERS as u32 + 5) {
@@ -114,38 +116,41 @@ fn the_peer_table_is_bounded_and_keeps_the_freshest_records() {
 }
 
 #[test]
-fn a_session_sends_hot_records_and_a_small_sample_of_old_ones() {
-    let gossip = Gossip::new();
+fn a_new_peer_gets_old_records_once_and_then_only_hot_ones() {
+    let gossip = Gossip::new(INTERVAL);
     let ms = 1_000_000;
     let long_ago = Instant::now();
-    let now = long_ago + RUMOUR_WINDOW * 2;
-    for seed in 0..100 {
+    let now = long_ago + INTERVAL * RUMOUR_INTERVALS * 2;
+    for seed in 0..40 {
         gossip.add_provider(provider(seed, 1, ms, 600_000), long_ago, ms);
     }
     for seed in 100..103 {
         gossip.add_provider(provider(seed, 2, ms, 600_000), now, ms);
     }
-    let records = gossip.records_to_send(now, ms);
-    assert_eq!(records.providers.len(), 3 + SAMPLE_OLD_RECORDS);
-    assert_eq!(
-        records
-            .providers
+    let peer = who(999).peer_id();
+    let first = gossip.records_to_send(peer, now, ms);
+    assert_eq!(first.providers.len(), 43);
+    let next = gossip.records_to_send(peer, now, ms);
+    assert_eq!(next.providers.len(), 3);
+    assert!(
+        next.providers
             .iter()
-            .filter(|r| r.content == ContentId([2; 32]))
-            .count(),
-        3
+            .all(|r| r.content == ContentId([2; 32]))
     );
+    // Reconnected: introduced again.
+    gossip.forget_disconnected(&HashSet::new());
+    assert_eq!(gossip.records_to_send(peer, now, ms).providers.len(), 43);
     // Never more than a frame holds.
     for seed in 200..(200 + 2 * MAX_PROVIDER_RECORDS_PER_FRAME as u32) {
         gossip.add_provider(provider_of_own(seed, ms), now, ms);
     }
-    let records = gossip.records_to_send(now, ms);
+    let records = gossip.records_to_send(peer, now, ms);
     assert_eq!(records.providers.len(), MAX_PROVIDER_RECORDS_PER_FRAME);
 }
 
 #[test]
 fn a_failed_dial_of_a_gossiped_peer_backs_off() {
-    let gossip = Arc::new(Gossip::new());
+    let gossip = Arc::new(Gossip::new(INTERVAL));
     let peer = who(3).peer_id();
     let now = Instant::now();
     let guard = Arc::clone(&gossip).begin_dial(peer, now).unwrap();
