@@ -1,6 +1,6 @@
 //! Gossip between real nodes in one process (QUIC on 127.0.0.1 port 0, temporary data dirs):
-//! receipts and conflict proofs reach every node of a sparse network, a node that was offline
-//! catches up, a flooding or lying peer is refused and banned while honest gossip goes on,
+//! receipts and conflict proofs reach every node of a sparse network while a peer floods one of
+//! them, a node that was offline catches up, a flooding or lying peer is refused and banned,
 //! provider records let a download find providers it is not connected to, and peer exchange
 //! grows a node's connections from one bootstrap peer within its limit.
 // Test helpers panic on failure by design.
@@ -96,8 +96,16 @@ async fn stop_all(nodes: Vec<TestNode>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_and_a_conflict_proof_reach_all_30_nodes_and_a_returning_node_catches_up() {
+async fn receipts_and_a_conflict_proof_reach_all_30_nodes_despite_a_flood_and_a_returning_node_catches_up()
+ {
     let mut nodes = sparse_network(30, 7).await;
+    // A peer floods node 0 with sessions all the while.
+    let (flooder, _) = raw_client("tally").await;
+    let flooding = flooder
+        .dial(nodes[0].id(), nodes[0].node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    let flood = tokio::spawn(flood(flooding));
     // Receipts made at three nodes: each with a peer of its own.
     let made: Vec<Receipt> = [(3, 17), (11, 25), (29, 0)]
         .into_iter()
@@ -112,6 +120,12 @@ async fn receipts_and_a_conflict_proof_reach_all_30_nodes_and_a_returning_node_c
         made.iter().all(|r| all_hold(&nodes, r))
     })
     .await;
+    let refused = flood.await.unwrap();
+    assert!(refused > 0, "the flood was never refused");
+    assert!(
+        nodes[0].shared().peers.is_banned(&flooder.peer_id()),
+        "the flooder was not banned after {refused} refusals"
+    );
 
     // A conflict proof learned at one node is flooded to all.
     let (x, y) = (identity(&nodes[5]), identity(&nodes[6]));
@@ -202,21 +216,12 @@ async fn raw_session(conn: &Connection) -> Option<(FrameWriter, FrameReader)> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_peer_is_throttled_and_banned_while_honest_gossip_converges() {
-    let nodes = sparse_network(4, 3).await;
-    let (endpoint, _flooder) = raw_client("tally").await;
-    let victim = &nodes[0];
-    let conn = endpoint
-        .dial(victim.id(), victim.node.quic_addr().unwrap())
-        .await
-        .unwrap();
-    let flooder_id = endpoint.peer_id();
-    // Session after session as fast as the node answers: past its allowance each is refused
-    // and penalised, until the flooder is banned.
+/// Opens sessions on `conn` as fast as the node answers, until the node bans this client and
+/// closes the connection. Returns how many sessions were refused.
+async fn flood(conn: Connection) -> usize {
     let mut refused = 0;
-    for _ in 0..200 {
-        if victim.shared().peers.is_banned(&flooder_id) {
+    for _ in 0..1_000 {
+        if conn.close_reason().is_some() {
             break;
         }
         match raw_session(&conn).await {
@@ -228,23 +233,7 @@ async fn a_flooding_peer_is_throttled_and_banned_while_honest_gossip_converges()
             None => refused += 1,
         }
     }
-    assert!(refused > 0, "the flood was never refused");
-    assert!(
-        victim.shared().peers.is_banned(&flooder_id),
-        "the flooder was not banned after {refused} refusals"
-    );
-    // Honest gossip goes on.
-    let r = receipt(&identity(&nodes[3]), &identity(&nodes[1]), 2, 1 << 20);
-    nodes[3]
-        .shared()
-        .store
-        .apply(&r.verify(&net()).unwrap())
-        .unwrap();
-    wait_until("the receipt at every node", CONVERGE, || {
-        all_hold(&nodes, &r)
-    })
-    .await;
-    stop_all(nodes).await;
+    refused
 }
 
 /// Connects a raw client to a fresh node and returns both, and the client's connection.
@@ -271,6 +260,8 @@ async fn lie_until_banned(
             return;
         }
         if let Some((mut writer, mut reader)) = raw_session(conn).await {
+            // A liar ignores the caps.
+            writer.set_max_frame(16 << 20);
             for frame in lie {
                 if writer.send(frame).await.is_err() {
                     break;
@@ -289,7 +280,8 @@ async fn lie_until_banned(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_receipts_records_and_bad_summaries_are_refused_and_their_sender_banned() {
+async fn forged_receipts_records_and_bad_or_oversized_summaries_are_refused_and_their_sender_banned()
+ {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -337,6 +329,13 @@ async fn forged_receipts_records_and_bad_summaries_are_refused_and_their_sender_
             })],
         ),
         (
+            "an oversized summary",
+            vec![
+                GossipFrame::Records(Records::default()),
+                GossipFrame::Sync(vec![0; MAX_GOSSIP_FRAME + 1]),
+            ],
+        ),
+        (
             "an undecodable summary",
             vec![
                 GossipFrame::Records(Records::default()),
@@ -360,6 +359,39 @@ async fn forged_receipts_records_and_bad_summaries_are_refused_and_their_sender_
         );
         victim.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_replaying_receipts_the_node_holds_is_banned() {
+    let (victim, endpoint, conn) = victim_and_liar().await;
+    // 1,156 pairs the victim already holds.
+    let who = |seed: u8| Identity::from_secret_bytes([seed; 32]);
+    let held: Vec<Receipt> = (1..=34u8)
+        .flat_map(|up| (100..=133u8).map(move |down| (up, down)))
+        .map(|(up, down)| receipt(&who(up), &who(down), 1, 1 << 20))
+        .collect();
+    let store = &victim.shared().store;
+    for r in &held {
+        store.apply(&r.verify(&net()).unwrap()).unwrap();
+    }
+    let mut replay = vec![GossipFrame::Records(Records::default())];
+    replay.extend(held.chunks(512).map(|c| GossipFrame::Receipts(c.to_vec())));
+    replay.push(GossipFrame::End);
+    lie_until_banned(&victim, &endpoint, &conn, &replay).await;
+    let stats = &victim.shared().gossip.stats;
+    assert!(
+        stats
+            .receipts_unwanted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1_156
+    );
+    assert_eq!(
+        stats
+            .receipts_new
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    victim.stop().await;
 }
 
 fn now() -> u64 {

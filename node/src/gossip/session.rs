@@ -265,10 +265,7 @@ impl<'a> Session<'a> {
             Ok(None) => Err(SessionError::Failed(anyhow::anyhow!(
                 "the peer ended the gossip stream mid-session"
             ))),
-            Err(error) if error.error_code() == Some(ErrorCode::ProtocolViolation) => Err(
-                SessionError::misbehaved(PENALTY_BAD_FRAME, format!("bad frame: {error}")),
-            ),
-            Err(error) => Err(SessionError::Failed(error.into())),
+            Err(error) => Err(frame_error(error)),
         }
     }
 
@@ -385,12 +382,7 @@ impl<'a> Session<'a> {
                             "the peer ended the stream among its conflict proofs"
                         )));
                     }
-                    Err(error) => {
-                        return Err(SessionError::misbehaved(
-                            PENALTY_BAD_FRAME,
-                            format!("bad frame: {error}"),
-                        ));
-                    }
+                    Err(error) => return Err(frame_error(error)),
                 };
                 got += batch.len();
                 if batch.len() > MAX_CONFLICTS_PER_FRAME || got > announced || batch.is_empty() {
@@ -447,12 +439,7 @@ impl<'a> Session<'a> {
                     "the peer ended the stream before its records"
                 )));
             }
-            Err(error) => {
-                return Err(SessionError::misbehaved(
-                    PENALTY_BAD_FRAME,
-                    format!("bad frame: {error}"),
-                ));
-            }
+            Err(error) => return Err(frame_error(error)),
         };
         self.learn_records(theirs)
     }
@@ -707,6 +694,16 @@ pub fn spread_conflict(shared: &Arc<Shared>, proof: ConflictProof, except: Optio
             }
         };
         shared.tasks.spawn(task);
+    }
+}
+
+/// A frame that could not be read: the peer's fault (undecodable, oversized, cut short) is a
+/// penalty; a failed stream or connection is not.
+fn frame_error(error: crate::transport::FrameError) -> SessionError {
+    if error.error_code().is_some() {
+        SessionError::misbehaved(PENALTY_BAD_FRAME, format!("bad frame: {error}"))
+    } else {
+        SessionError::Failed(error.into())
     }
 }
 
