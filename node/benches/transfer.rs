@@ -9,11 +9,14 @@
 //!   `TransportConfig::default()`), one bidirectional stream carrying the same bytes from memory
 //!   to memory, no tally protocol and no disk.
 //! - **C**: the same download from 1 seeder and from 4 seeders at once (5 nodes in the process).
+//! - **D**: the floor: B plus the least any node that verifies and stores must do (read each
+//!   chunk from the file, BLAKE3-check it, write it at its offset, sync at the end), no protocol.
+//!   D against B bounds what A can reach on this machine; A against D is tally's own overhead.
 //!
 //! `cargo bench -p tally-node --bench transfer` runs it at 1 GiB. Knobs (docs/PERFORMANCE.md):
 //! `TALLY_BENCH_BYTES` (content size; a number with an optional K/M/G binary suffix, e.g.
 //! `256M`), `TALLY_BENCH_ROUNDS` (A and B alternate this many times, default 1; the A/B ratio
-//! is taken between medians), `TALLY_BENCH_ONLY` (a subset of `abc`, e.g. `ab`),
+//! is taken between medians), `TALLY_BENCH_ONLY` (a subset of `abcd`, e.g. `abd`),
 //! `TALLY_BENCH_WINDOW` (every node's `credit_window`, same syntax, to see what the default
 //! costs), `TALLY_BENCH_DIR` (where the temporary data dirs go). Without `--bench` (as under
 //! `cargo test --benches`) it runs a small smoke test. Every figure is printed with the load
@@ -445,6 +448,108 @@ async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
     }
 }
 
+/// D: B plus the least a node that verifies and stores what it receives must do, with no
+/// protocol: the sender reads each 256 KiB chunk from the file; the receiver hashes each chunk
+/// with BLAKE3, checks it against the chunk's known hash, writes it at its offset into a file, and
+/// syncs the file at the end. What D loses against B bounds what any such node can reach here.
+async fn floor_quic(source: &Path, ticks: f64) -> Figures {
+    use std::os::unix::fs::FileExt as _;
+    let network = NetworkId::from_name("tally-bench");
+    let bind = |identity: &Identity| {
+        Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            identity,
+            network,
+            TransportConfig::default(),
+        )
+        .unwrap()
+    };
+    let (sender_id, receiver_id) = (
+        Identity::generate(&mut rand::rng()),
+        Identity::generate(&mut rand::rng()),
+    );
+    let (sender, receiver) = (bind(&sender_id), bind(&receiver_id));
+    let receiver_addr = receiver.local_addr();
+    let (conn, accepted) = tokio::join!(
+        sender.dial(receiver_id.peer_id(), receiver_addr),
+        receiver.accept()
+    );
+    let (conn, accepted) = (conn.unwrap(), accepted.unwrap().unwrap());
+    let input = std::fs::File::open(source).unwrap();
+    let size = input.metadata().unwrap().len();
+    let chunk = CHUNK_SIZE as usize;
+    // The manifest's chunk hashes, known to the receiver before the transfer.
+    let hashes: Vec<blake3::Hash> = {
+        let mut buf = vec![0u8; chunk];
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(chunk as u64) as usize;
+            input.read_exact_at(&mut buf[..n], at).unwrap();
+            out.push(blake3::hash(&buf[..n]));
+            at += n as u64;
+        }
+        out
+    };
+    let out_dir = scratch_dir();
+    let out_path = out_dir.path().join("floor.bin");
+    let output = std::fs::File::create(&out_path).unwrap();
+
+    let load_before = load();
+    let cpu0 = cpu_seconds(ticks);
+    let t0 = Instant::now();
+    let receiving = tokio::spawn(async move {
+        let (_writer, mut reader) = accepted.accept_bi().await.unwrap();
+        let mut buf = vec![0u8; chunk];
+        let (mut filled, mut index, mut at) = (0usize, 0usize, 0u64);
+        let mut verified = true;
+        while let Some(bytes) = reader.read_raw_chunk(chunk - filled).await.unwrap() {
+            buf[filled..filled + bytes.len()].copy_from_slice(&bytes);
+            filled += bytes.len();
+            if filled == chunk || at + filled as u64 == size {
+                verified &= blake3::hash(&buf[..filled]) == hashes[index];
+                output.write_all_at(&buf[..filled], at).unwrap();
+                at += filled as u64;
+                index += 1;
+                filled = 0;
+            }
+        }
+        output.sync_data().unwrap();
+        (at, verified, accepted)
+    });
+    let (mut writer, _reader) = conn.open_bi().await.unwrap();
+    let mut at = 0u64;
+    while at < size {
+        let n = (size - at).min(chunk as u64) as usize;
+        let mut buf = vec![0u8; n];
+        input.read_exact_at(&mut buf, at).unwrap();
+        writer.write_raw_bytes(Bytes::from(buf)).await.unwrap();
+        at += n as u64;
+    }
+    writer.finish().await.unwrap();
+    let (received, verified, _accepted) = receiving.await.unwrap();
+    let transfer = t0.elapsed();
+    let cpu = cpu_seconds(ticks) - cpu0;
+    let load_after = load();
+    assert_eq!(received, size, "floor: bytes received");
+    assert!(verified, "floor: a chunk failed its hash");
+    assert!(same_file(source, &out_path), "floor: the file differs");
+    conn.close(tally_node::transport::ErrorCode::Normal, "done");
+    sender.close(tally_node::transport::ErrorCode::Normal, "done");
+    receiver.close(tally_node::transport::ErrorCode::Normal, "done");
+    Figures {
+        label: "D plain QUIC + read, hash-check, write, sync".to_owned(),
+        bytes: size,
+        transfer,
+        transfer_cpu: cpu,
+        total: transfer,
+        total_cpu: cpu,
+        load_before,
+        load_after,
+        checks: "every chunk's BLAKE3 checked; the file identical".to_owned(),
+    }
+}
+
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let size = match std::env::var("TALLY_BENCH_BYTES") {
@@ -454,7 +559,7 @@ fn main() {
         Err(_) => 8 * (1 << 20) + 12_345,
     };
     assert!(size > 0, "TALLY_BENCH_BYTES must be above 0");
-    let only = std::env::var("TALLY_BENCH_ONLY").unwrap_or_else(|_| "abc".to_owned());
+    let only = std::env::var("TALLY_BENCH_ONLY").unwrap_or_else(|_| "abcd".to_owned());
     let rounds: usize = std::env::var("TALLY_BENCH_ROUNDS")
         .map_or(1, |r| r.parse().expect("TALLY_BENCH_ROUNDS: a number"));
     assert!(rounds > 0, "TALLY_BENCH_ROUNDS must be above 0");
@@ -502,6 +607,7 @@ async fn run(size: u64, only: &str, rounds: usize, ticks: f64) {
     // taken between the medians.
     let mut a_rows = Vec::new();
     let mut b_rows = Vec::new();
+    let mut d_rows = Vec::new();
     let payload = only
         .contains('b')
         .then(|| Bytes::from(std::fs::read(&source).unwrap()));
@@ -532,8 +638,13 @@ async fn run(size: u64, only: &str, rounds: usize, ticks: f64) {
             b.label.push_str(&suffix);
             b_rows.push(b);
         }
+        if only.contains('d') {
+            let mut d = floor_quic(&source, ticks).await;
+            d.label.push_str(&suffix);
+            d_rows.push(d);
+        }
     }
-    let rows: Vec<&Figures> = a_rows.iter().chain(&b_rows).collect();
+    let rows: Vec<&Figures> = a_rows.iter().chain(&b_rows).chain(&d_rows).collect();
     if !rows.is_empty() {
         println!();
         print_table(&rows);
@@ -565,6 +676,16 @@ async fn run(size: u64, only: &str, rounds: usize, ticks: f64) {
             median(&a_rows, &|f| f.cpu_per_gib(f.transfer_cpu)),
             median(&b_rows, &|f| f.cpu_per_gib(f.total_cpu))
         );
+        if !d_rows.is_empty() {
+            let d_rate = median(&d_rows, &|f| f.mbps(f.transfer));
+            println!(
+                "D/B ({d_rate:.0} MB/s against {b_rate:.0}): {:.0}%: the most a node that checks and stores every chunk reaches here; A/D: {:.0}% for the transfer phase, {:.0}% to complete. CPU per GiB of D: {:.2} s",
+                d_rate / b_rate * 100.0,
+                a_transfer / d_rate * 100.0,
+                a_total / d_rate * 100.0,
+                median(&d_rows, &|f| f.cpu_per_gib(f.total_cpu))
+            );
+        }
     }
 
     if only.contains('c') {
