@@ -197,7 +197,8 @@ async fn spread(n: usize, interval: Duration, trials: usize) {
     let (mut at99, mut at100, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     for trial in 0..trials {
-        let (up, down) = (rng.random_range(0..n), rng.random_range(0..n));
+        let up = rng.random_range(0..n);
+        let down = (up + rng.random_range(1..n)) % n;
         let made = receipt(&nodes[up].identity, &nodes[down].identity, trial as u64 + 1);
         let before: u64 = nodes.iter().map(BenchNode::bytes_received).sum();
         let start = Instant::now();
