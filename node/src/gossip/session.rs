@@ -103,6 +103,10 @@ pub struct Outcome {
     pub conflicts_learned: u64,
     /// Reconciliation turns taken, both sides.
     pub turns: u64,
+    /// Gossip frame bytes sent (length prefixes included).
+    pub bytes_sent: u64,
+    /// Gossip frame bytes received (length prefixes included).
+    pub bytes_received: u64,
 }
 
 /// Starts a session with `conn`'s peer. The caller holds the peer's session slot.
@@ -206,12 +210,14 @@ impl<'a> Session<'a> {
         result: Result<Result<(), SessionError>, tokio::time::error::Elapsed>,
     ) -> Result<Outcome, SessionError> {
         let stats = &self.shared.gossip.stats;
+        self.outcome.bytes_sent = self.writer.frame_bytes();
+        self.outcome.bytes_received = self.reader.frame_bytes();
         stats
             .bytes_sent
-            .fetch_add(self.writer.frame_bytes(), Ordering::Relaxed);
+            .fetch_add(self.outcome.bytes_sent, Ordering::Relaxed);
         stats
             .bytes_received
-            .fetch_add(self.reader.frame_bytes(), Ordering::Relaxed);
+            .fetch_add(self.outcome.bytes_received, Ordering::Relaxed);
         let result = result.unwrap_or_else(|_| {
             Err(SessionError::Failed(anyhow::anyhow!(
                 "the session took longer than {SESSION_TIMEOUT:?}"
