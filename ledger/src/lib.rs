@@ -3,7 +3,8 @@
 //! Owns who signs and what they sign: a node's ed25519 [`Identity`] and [`PeerId`], the
 //! [`NetworkId`], the double-signed cumulative [`Receipt`] with its signed bytes, single and batch
 //! verification, the sans-I/O logic of one pair's receipt chain ([`pair`]), the sled-backed
-//! [`Store`] of the latest receipt of every known pair, with its conflict proofs, and the sans-I/O
+//! [`Store`] of the latest receipt of every known pair, with its conflict proofs and a cap on
+//! receipts between other peers ([`store::retention`]), and the sans-I/O
 //! set reconciliation that gossip uses to find which receipts two nodes must push ([`sync`]).
 //!
 //! It must not do network I/O, start async runtimes or long-lived threads, or read a clock: time
@@ -33,5 +34,5 @@ pub use receipt::{
     BatchVerdict, ConflictProof, Order, Pair, Proposal, Receipt, ReceiptBody, VerifiedReceipt,
     verify_batch,
 };
-pub use store::{Applied, CheckReport, Ingested, Store, StoreConfig, Totals};
+pub use store::{Applied, CheckReport, Evicted, Ingested, Store, StoreConfig, Totals};
 pub use sync::{Message, Reply, SyncError, SyncItems, SyncParams};

@@ -13,17 +13,25 @@
 //! log, so damage in the middle of a file silently drops every record after it; the store keeps a
 //! witness outside sled (the `FLUSHED` file: the sum of all latest seqs at the last flush, which
 //! only grows) and refuses to open a database that holds less than its witness says was durable.
+//!
+//! Receipts between other peers ("third-party" receipts) are capped; the farthest from this node
+//! in the contribution graph are evicted and leave tombstones behind ([`retention`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 
 use crate::error::StoreError;
 use crate::id::{NetworkId, PeerId};
 use crate::receipt::{ConflictProof, Order, Pair, Receipt, ReceiptBody, VerifiedReceipt};
-use crate::sync::{SyncItems, pair_key};
+use crate::sync::{Key, SyncItems, pair_key};
+
+pub use retention::Evicted;
+use retention::Tombstone;
+
+pub mod retention;
 
 const LOCK_FILE: &str = "LOCK";
 const WITNESS_FILE: &str = "FLUSHED";
@@ -31,6 +39,8 @@ const META_SEQ_SUM: &[u8] = b"seq_sum";
 const DB_DIR: &str = "db";
 const META_NETWORK: &[u8] = b"network_id";
 const META_FORMAT: &[u8] = b"format";
+/// The peer this store belongs to (see [`Store::set_owner`]): its receipts are never evicted.
+const META_OWNER: &[u8] = b"owner";
 const FORMAT_VERSION: &[u8] = b"1";
 
 /// How the store is opened.
@@ -103,6 +113,10 @@ pub struct CheckReport {
     pub conflicts: u64,
     /// Keys marked dishonest.
     pub dishonest: u64,
+    /// Of `pairs`, those this store's owner is not part of (all of them while it has no owner).
+    pub third_party: u64,
+    /// Tombstones of evicted receipts held.
+    pub tombstones: u64,
     /// Problems found, each described; empty for a sound store.
     pub problems: Vec<String>,
 }
@@ -123,6 +137,25 @@ pub struct Store {
     /// uploader ‖ downloader → postcard(ReceiptBody): the last body this node proposed as
     /// downloader, so a restart never reuses its seq.
     proposals: sled::Tree,
+    /// uploader ‖ downloader → seq ‖ eviction order (big-endian u64s): the tombstones of evicted
+    /// receipts, so gossip does not bring them straight back.
+    tombstones: sled::Tree,
+    /// The owner (this node), if known. Every apply holds it shared; an eviction step and an
+    /// owner change hold it exclusively, so neither interleaves with an apply's read-then-write.
+    gate: RwLock<Option<PeerId>>,
+    /// Stored receipts the owner is not part of; kept by apply, eviction and owner changes.
+    third_party: AtomicU64,
+    /// Tombstones held.
+    tombstone_count: AtomicU64,
+    /// The eviction order the next tombstone gets: oldest tombstones are dropped first.
+    next_tombstone: AtomicU64,
+    /// Receipts evicted since open.
+    evicted_total: AtomicU64,
+    /// Enforcement skips its pass while the count is at most this: set when the last pass ran
+    /// out of evictable receipts (the rest are protected), so it does not rescan every batch.
+    retry_above: AtomicU64,
+    /// Held by the one eviction pass that runs at a time.
+    evicting: Mutex<()>,
     /// Sum of the seqs of all latest receipts; grows with every new receipt. Written to the
     /// database and then to the witness file at each flush.
     seq_sum: AtomicU64,
@@ -196,6 +229,17 @@ impl Store {
                 ),
             });
         }
+        let owner = match db.get(META_OWNER).map_err(|e| backend_error(&path, e))? {
+            Some(bytes) => Some(
+                peer_at(&bytes, 0)
+                    .filter(|_| bytes.len() == 32)
+                    .ok_or_else(|| StoreError::BadRecord {
+                        key: "owner".into(),
+                        detail: format!("{} bytes, expected 32", bytes.len()),
+                    })?,
+            ),
+            None => None,
+        };
         let store = Self {
             seq_sum: AtomicU64::new(seq_sum),
             sync_items: Mutex::new(SyncItems::new()),
@@ -204,6 +248,14 @@ impl Store {
             conflicts: tree("conflicts")?,
             dishonest: tree("dishonest")?,
             proposals: tree("proposals")?,
+            tombstones: tree("tombstones")?,
+            gate: RwLock::new(owner),
+            third_party: AtomicU64::new(0),
+            tombstone_count: AtomicU64::new(0),
+            next_tombstone: AtomicU64::new(0),
+            evicted_total: AtomicU64::new(0),
+            retry_above: AtomicU64::new(0),
+            evicting: Mutex::new(()),
             path: path.clone(),
             network,
             db,
@@ -211,7 +263,7 @@ impl Store {
         };
         store.check_meta()?;
         store.repair_dishonest()?;
-        store.index_for_sync()?;
+        store.index_at_open()?;
         Ok(store)
     }
 
@@ -252,22 +304,68 @@ impl Store {
         Ok(())
     }
 
-    fn index_for_sync(&self) -> Result<(), StoreError> {
-        let mut items = SyncItems::new();
+    /// Builds gossip's index from the receipts and the tombstones, and counts both. A tombstone
+    /// beside a stored receipt of its pair (a crash between writing one and removing the other)
+    /// is dropped: the receipt wins, and a later pass may evict it again.
+    fn index_at_open(&self) -> Result<(), StoreError> {
+        let owner = self.owner();
+        let mut items: Vec<(Key, u64)> = Vec::new();
+        let mut third_party = 0u64;
         for receipt in self.iter() {
             let receipt = receipt?;
-            items.insert(pair_key(&receipt.pair()), receipt.seq);
+            if is_third_party(&receipt.pair(), owner) {
+                third_party += 1;
+            }
+            items.push((pair_key(&receipt.pair()), receipt.seq));
         }
-        *self.sync_items() = items;
+        // Already in key order unless a record sits under another pair's key (check reports it).
+        items.sort_unstable();
+        let stored = items.len();
+        let mut tombstones = 0u64;
+        let mut next_order = 0u64;
+        for entry in self.tombstones.iter() {
+            let (key, value) = entry.map_err(self.backend())?;
+            let key = tombstone_key(&key)?;
+            let tombstone = Tombstone::decode(&key, &value)?;
+            let has_receipt = items[..stored]
+                .binary_search_by(|(held, _)| held.cmp(&key))
+                .is_ok();
+            if has_receipt {
+                self.tombstones.remove(key).map_err(self.backend())?;
+                continue;
+            }
+            tombstones += 1;
+            next_order = next_order.max(tombstone.order.saturating_add(1));
+            items.push((key, tombstone.seq));
+        }
+        self.third_party.store(third_party, AtomicOrdering::SeqCst);
+        self.tombstone_count
+            .store(tombstones, AtomicOrdering::SeqCst);
+        self.next_tombstone
+            .store(next_order, AtomicOrdering::SeqCst);
+        *self.sync_items() = items.into_iter().collect();
         Ok(())
     }
 
-    /// Gossip's index of what this store holds: for every pair, the seq of its latest receipt
-    /// (see [`crate::sync`]). Kept up to date by [`Store::apply`]; hold the guard briefly, as
-    /// applies wait for it.
+    /// Gossip's index of what this store holds: for every pair, the seq of its latest receipt,
+    /// and for every evicted pair that still has a tombstone, the seq it had (see
+    /// [`crate::sync`] and [`retention`]). Kept up to date by [`Store::apply`] and eviction; hold
+    /// the guard briefly, as applies wait for it.
     pub fn sync_items(&self) -> MutexGuard<'_, SyncItems> {
         self.sync_items
             .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn gate_read(&self) -> RwLockReadGuard<'_, Option<PeerId>> {
+        self.gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn gate_write(&self) -> RwLockWriteGuard<'_, Option<PeerId>> {
+        self.gate
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -287,18 +385,30 @@ impl Store {
 
     /// Applies a verified receipt. Returns whether it was new, a duplicate, stale, or a conflict
     /// (then the proof is stored and both keys flagged). Durable only after [`Store::flush`].
+    ///
+    /// A third-party receipt whose pair was evicted at a seq at least as high is [`Applied::Stale`]
+    /// and not stored; a higher seq is a genuine update, stored, and clears the tombstone.
     pub fn apply(&self, receipt: &VerifiedReceipt) -> Result<Applied, StoreError> {
+        // Shared: evictions wait until this apply is done, so it never reads a receipt that is
+        // removed before its compare-and-swap lands, nor writes an index entry eviction misses.
+        let owner = self.gate_read();
         let pair = receipt.pair();
         let key = pair_key(&pair);
         let encoded = encode(receipt.receipt());
+        let third_party = is_third_party(&pair, *owner);
         // Index first: an index entry without its receipt (after a crash) is harmless.
-        let mut index_key = [0u8; 64];
-        index_key[..32].copy_from_slice(pair.downloader.as_bytes());
-        index_key[32..].copy_from_slice(pair.uploader.as_bytes());
+        let index_key = downloader_key(&pair);
         loop {
             let held = self.receipts.get(key).map_err(self.backend())?;
+            let mut tombstone = None;
             let replaced = match &held {
                 None => {
+                    tombstone = self.tombstone(&key)?;
+                    // Own receipts are never held back: a tombstone of an own pair is left from
+                    // before the owner was set, and this node's chains must go on.
+                    if third_party && tombstone.is_some_and(|t| t.seq >= receipt.seq) {
+                        return Ok(Applied::Stale);
+                    }
                     self.by_downloader
                         .insert(index_key, &[])
                         .map_err(self.backend())?;
@@ -316,19 +426,50 @@ impl Store {
                     }
                 }
             };
+            let was_empty = held.is_none();
             let swapped = self
                 .receipts
                 .compare_and_swap(key, held, Some(encoded.as_slice()))
                 .map_err(self.backend())?;
             if swapped.is_ok() {
-                let grown = receipt.seq - replaced.unwrap_or(0);
+                let before = replaced.or(tombstone.map(|t| t.seq)).unwrap_or(0);
+                let grown = receipt.seq.saturating_sub(before);
                 self.seq_sum.fetch_add(grown, AtomicOrdering::SeqCst);
+                if was_empty && third_party {
+                    self.third_party.fetch_add(1, AtomicOrdering::SeqCst);
+                }
+                if tombstone.is_some()
+                    && self
+                        .tombstones
+                        .remove(key)
+                        .map_err(self.backend())?
+                        .is_some()
+                {
+                    self.tombstone_count.fetch_sub(1, AtomicOrdering::SeqCst);
+                }
+                let mut items = self.sync_items();
+                if tombstone.is_some_and(|t| t.seq >= receipt.seq) {
+                    // Only an own pair gets here: the index must not claim the evicted seq.
+                    items.remove(&key);
+                }
                 // Keeps the higher seq if two applies of one pair race here.
-                self.sync_items().insert(key, receipt.seq);
+                items.insert(key, receipt.seq);
                 return Ok(Applied::New { replaced });
             }
             // Another thread changed the pair in between: classify again.
         }
+    }
+
+    /// The tombstone of `key`'s pair, if it was evicted.
+    fn tombstone(&self, key: &Key) -> Result<Option<Tombstone>, StoreError> {
+        if self.tombstone_count.load(AtomicOrdering::SeqCst) == 0 {
+            return Ok(None);
+        }
+        self.tombstones
+            .get(key)
+            .map_err(self.backend())?
+            .map(|bytes| Tombstone::decode(key, &bytes))
+            .transpose()
     }
 
     /// Verifies `receipts` in one batch and applies those that verify, in order: the path for
@@ -419,14 +560,21 @@ impl Store {
             // `order` said Conflict, so `new` agrees; stay total all the same.
             Err(_) => return Ok(Applied::Stale),
         };
-        self.add_conflict(&proof)?;
+        self.store_conflict(&proof)?;
         Ok(Applied::Conflict(Box::new(proof)))
     }
 
     /// Stores a verified conflict proof (one received by gossip, say) and flags both keys.
     /// Returns false if it was already held. The caller verifies it first
-    /// ([`ConflictProof::verify`]).
+    /// ([`ConflictProof::verify`]). The receipt held for the proof's pair is never evicted.
     pub fn add_conflict(&self, proof: &ConflictProof) -> Result<bool, StoreError> {
+        // Shared, so an eviction step that checks for proofs sees this one or runs after it.
+        let _gate = self.gate_read();
+        self.store_conflict(proof)
+    }
+
+    /// [`Store::add_conflict`] for callers that hold the gate already (apply).
+    fn store_conflict(&self, proof: &ConflictProof) -> Result<bool, StoreError> {
         let mut key = Vec::with_capacity(96);
         key.extend_from_slice(&pair_key(&proof.pair()));
         key.extend_from_slice(&proof.id());
@@ -510,7 +658,7 @@ impl Store {
             .transpose()
     }
 
-    /// Number of pairs held (one latest receipt each).
+    /// Number of pairs held (one latest receipt each); evicted pairs are not counted.
     pub fn pair_count(&self) -> usize {
         self.receipts.len()
     }
@@ -637,12 +785,18 @@ impl Store {
             }
             batch.clear();
         };
+        let owner = self.owner();
         for entry in self.receipts.iter() {
             let (key, value) = entry.map_err(self.backend())?;
             report.pairs += 1;
             report.receipts += 1;
             match decode::<Receipt>(&key, &value) {
-                Ok(receipt) => batch.push((key.to_vec(), receipt)),
+                Ok(receipt) => {
+                    if is_third_party(&receipt.pair(), owner) {
+                        report.third_party += 1;
+                    }
+                    batch.push((key.to_vec(), receipt));
+                }
                 Err(e) => report.problems.push(e.to_string()),
             }
             if batch.len() == CHECK_BATCH {
@@ -668,6 +822,7 @@ impl Store {
             }
         }
         report.dishonest = self.dishonest.len() as u64;
+        self.check_tombstones(&mut report)?;
         Ok(report)
     }
 
@@ -678,6 +833,27 @@ impl Store {
 }
 
 const CHECK_BATCH: usize = 1024;
+
+/// Whether `owner` is not part of `pair`. Without an owner every receipt is third-party.
+fn is_third_party(pair: &Pair, owner: Option<PeerId>) -> bool {
+    owner.is_none_or(|owner| pair.uploader != owner && pair.downloader != owner)
+}
+
+/// The `by_downloader` key of `pair`: downloader ‖ uploader.
+fn downloader_key(pair: &Pair) -> Key {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(pair.downloader.as_bytes());
+    key[32..].copy_from_slice(pair.uploader.as_bytes());
+    key
+}
+
+/// A tombstone's key as read from disk: a pair key, or a typed error.
+fn tombstone_key(bytes: &[u8]) -> Result<Key, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::BadRecord {
+        key: hex::encode(bytes),
+        detail: format!("tombstone key of {} bytes, expected 64", bytes.len()),
+    })
+}
 
 fn u64_from(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::BadRecord {

@@ -388,6 +388,8 @@ mod tests {
                     pairs: 0,
                     conflicts: 0,
                     dishonest: 0,
+                    third_party: 0,
+                    tombstones: 0,
                 },
                 transfer: TransferTotals {
                     bytes_up: 0,

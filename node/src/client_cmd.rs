@@ -71,8 +71,11 @@ pub fn status(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow
     writeln!(out, "peers        {} connected", status.peers_connected)?;
     writeln!(
         out,
-        "store        {} receipts, {} conflicts, {} keys marked dishonest",
-        status.store.receipts, status.store.conflicts, status.store.dishonest
+        "store        {} receipts ({} between other peers), {} conflicts, {} keys marked dishonest",
+        status.store.receipts,
+        status.store.third_party,
+        status.store.conflicts,
+        status.store.dishonest
     )?;
     for peer in &status.dishonest_peers {
         writeln!(out, "  dishonest  {peer}")?;

@@ -183,6 +183,10 @@ pub struct StoreStatus {
     pub conflicts: u64,
     /// Peers marked dishonest because of a conflict they signed.
     pub dishonest: u64,
+    /// Receipts held between other peers (capped by `max_third_party_receipts`).
+    pub third_party: u64,
+    /// Pairs whose receipt was dropped to keep that cap and that gossip must not bring back.
+    pub tombstones: u64,
 }
 
 /// Payload bytes moved since the node started.

@@ -59,6 +59,8 @@ impl NodeApi for FakeNode {
                 pairs: 2,
                 conflicts: 0,
                 dishonest: 0,
+                third_party: 0,
+                tombstones: 0,
             },
             transfer: TransferTotals {
                 bytes_up: 10,

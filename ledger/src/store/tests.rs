@@ -579,3 +579,505 @@ fn the_sync_index_follows_applies_and_is_rebuilt_at_open() {
     expected.sort();
     assert_eq!(held, expected);
 }
+
+// Retention: the cap on third-party receipts, eviction by distance from the owner, tombstones.
+
+fn stored_pairs(store: &Store) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = store.iter().map(|r| r.unwrap().pair()).collect();
+    pairs.sort();
+    pairs
+}
+
+fn pair(up: u8, down: u8) -> Pair {
+    Pair {
+        uploader: who(up).peer_id(),
+        downloader: who(down).peer_id(),
+    }
+}
+
+/// Every stored receipt has its `by_downloader` entry, the third-party count matches a recount,
+/// and the sync index holds every stored pair and every tombstone at their seqs.
+fn assert_consistent(store: &Store) {
+    let owner = store.owner();
+    let mut third_party = 0;
+    let items = store.sync_items().clone();
+    for receipt in store.iter() {
+        let receipt = receipt.unwrap();
+        let pair = receipt.pair();
+        if owner.is_none_or(|o| pair.uploader != o && pair.downloader != o) {
+            third_party += 1;
+        }
+        assert!(
+            store
+                .by_downloader
+                .contains_key(downloader_key(&pair))
+                .unwrap(),
+            "{pair:?} lost its by_downloader entry"
+        );
+        assert_eq!(items.get(&pair_key(&pair)), Some(receipt.seq));
+    }
+    assert_eq!(store.third_party_count(), third_party);
+    let mut tombstones = 0;
+    for entry in store.tombstones.iter() {
+        let (key, value) = entry.unwrap();
+        let key = tombstone_key(&key).unwrap();
+        let tombstone = Tombstone::decode(&key, &value).unwrap();
+        assert!(!store.receipts.contains_key(key).unwrap());
+        assert_eq!(items.get(&key), Some(tombstone.seq));
+        tombstones += 1;
+    }
+    assert_eq!(store.tombstone_count(), tombstones);
+    assert_eq!(
+        items.len() as u64,
+        store.pair_count() as u64 + tombstones,
+        "the sync index holds stored pairs and tombstones, nothing else"
+    );
+    let report = store.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.third_party, third_party);
+    assert_eq!(report.tombstones, tombstones);
+}
+
+#[test]
+fn own_receipts_are_never_evicted_even_when_they_alone_exceed_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    let mut own = Vec::new();
+    for other in 2..12u8 {
+        own.push(receipt(1, other, 1, 10));
+        own.push(receipt(other, 1, 2, 20));
+    }
+    for r in &own {
+        store.apply(&verified(*r)).unwrap();
+    }
+    for (up, down) in [(2, 3), (3, 4), (20, 21)] {
+        store.apply(&verified(receipt(up, down, 1, 5))).unwrap();
+    }
+    let evicted = store.enforce_cap(owner, 0).unwrap();
+    assert_eq!(
+        evicted,
+        Evicted {
+            receipts: 3,
+            tombstones_dropped: 0,
+            third_party: 0
+        }
+    );
+    let mut expected: Vec<Pair> = own.iter().map(Receipt::pair).collect();
+    expected.sort();
+    assert_eq!(stored_pairs(&store), expected);
+    // Own receipts still apply, and the cap leaves them alone.
+    store.apply(&verified(receipt(1, 2, 3, 30))).unwrap();
+    assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 0);
+    assert_eq!(store.pair_count(), own.len());
+    assert_eq!(store.evicted_total(), 3);
+    assert_consistent(&store);
+}
+
+#[test]
+fn the_farthest_receipts_are_evicted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    // The owner (1) – A (2) – B (3) – C (4) – D (5), directions mixed; 10 – 11 – 12 far off.
+    for r in [
+        receipt(1, 2, 1, 10),
+        receipt(3, 2, 1, 10), // distance 1
+        receipt(3, 4, 1, 10), // 2
+        receipt(5, 4, 1, 10), // 3
+        receipt(10, 11, 1, 1_000_000),
+        receipt(12, 11, 1, 1_000_000), // unreachable
+    ] {
+        store.apply(&verified(r)).unwrap();
+    }
+    assert_eq!(store.third_party_count(), 6, "no owner yet: all count");
+    store.set_owner(owner).unwrap();
+    assert_eq!(store.third_party_count(), 5);
+    // Under the cap: nothing to do.
+    assert_eq!(store.enforce_cap(owner, 5).unwrap().receipts, 0);
+    // Cap 3 evicts down to 95% of it, 2 receipts: the unreachable two, then the farthest.
+    let evicted = store.enforce_cap(owner, 3).unwrap();
+    assert_eq!((evicted.receipts, evicted.third_party), (3, 2));
+    assert_eq!(stored_pairs(&store), {
+        let mut kept = vec![pair(1, 2), pair(3, 2), pair(3, 4)];
+        kept.sort();
+        kept
+    });
+    let evicted = store.enforce_cap(owner, 1).unwrap();
+    assert_eq!((evicted.receipts, evicted.third_party), (2, 0));
+    assert_eq!(stored_pairs(&store), vec![pair(1, 2)]);
+    assert_consistent(&store);
+}
+
+#[test]
+fn among_equally_far_receipts_the_smaller_then_the_older_go_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    // All at distance 1 (through 2); `receipt` dates each at seq * 1000 ms.
+    for r in [
+        receipt(1, 2, 1, 10),
+        receipt(2, 3, 1, 50),
+        receipt(2, 4, 2, 50),
+        receipt(2, 5, 5, 10),
+        receipt(2, 6, 1, 200),
+    ] {
+        store.apply(&verified(r)).unwrap();
+    }
+    assert_eq!(store.enforce_cap(owner, 3).unwrap().receipts, 2);
+    let mut kept = vec![pair(1, 2), pair(2, 4), pair(2, 6)];
+    kept.sort();
+    assert_eq!(stored_pairs(&store), kept);
+}
+
+#[test]
+fn an_evicted_receipt_comes_back_only_with_a_newer_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    let far = receipt(7, 8, 4, 40);
+    store.apply(&verified(receipt(1, 2, 1, 1))).unwrap();
+    store.apply(&verified(far)).unwrap();
+    assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 1);
+    let key = pair_key(&far.pair());
+    assert_eq!(store.latest(&far.pair()).unwrap(), None);
+    assert_eq!(store.sync_items().get(&key), Some(4), "kept as a tombstone");
+    assert_eq!(store.tombstone_count(), 1);
+    // The same seq, or an older one, is not stored again.
+    assert_eq!(store.apply(&verified(far)).unwrap(), Applied::Stale);
+    assert_eq!(
+        store.apply(&verified(receipt(7, 8, 3, 30))).unwrap(),
+        Applied::Stale
+    );
+    assert_eq!(store.latest(&far.pair()).unwrap(), None);
+    assert_eq!(store.third_party_count(), 0);
+    // Gossip's filter drops it before verifying: the index says it is held at that seq.
+    assert!(
+        store
+            .sync_items()
+            .get(&key)
+            .is_some_and(|held| held >= far.seq)
+    );
+    assert_consistent(&store);
+    // A newer seq is news: stored, and the tombstone is gone.
+    let newer = receipt(7, 8, 5, 50);
+    assert_eq!(
+        store.apply(&verified(newer)).unwrap(),
+        Applied::New { replaced: None }
+    );
+    assert_eq!(store.latest(&far.pair()).unwrap(), Some(newer));
+    assert_eq!(store.sync_items().get(&key), Some(5));
+    assert_eq!(store.tombstone_count(), 0);
+    assert_eq!(store.third_party_count(), 1);
+    assert_consistent(&store);
+    // And the next pass may evict it again.
+    assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 1);
+    assert_eq!(store.sync_items().get(&key), Some(5));
+    assert_consistent(&store);
+}
+
+#[test]
+fn tombstones_owner_and_counts_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = who(1).peer_id();
+    let far = receipt(7, 8, 4, 40);
+    {
+        let store = open(dir.path());
+        for r in [
+            receipt(1, 2, 1, 1),
+            receipt(2, 3, 1, 1),
+            receipt(3, 4, 1, 1),
+            receipt(4, 5, 1, 1),
+            far,
+        ] {
+            store.apply(&verified(r)).unwrap();
+        }
+        // Down to 95% of 3: the unreachable one, then 4 → 5, three hops out.
+        assert_eq!(store.enforce_cap(owner, 3).unwrap().receipts, 2);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.owner(), Some(owner));
+    assert_eq!(store.third_party_count(), 2);
+    assert_eq!(store.tombstone_count(), 2);
+    assert_eq!(store.pair_count(), 3);
+    assert_eq!(store.latest(&pair(4, 5)).unwrap(), None);
+    assert_eq!(store.sync_items().get(&pair_key(&far.pair())), Some(4));
+    assert_eq!(store.apply(&verified(far)).unwrap(), Applied::Stale);
+    assert_consistent(&store);
+    // The next eviction's order follows the reopened ones: the oldest tombstone stays oldest.
+    assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 2);
+    let orders: Vec<(u64, Key)> = store
+        .tombstones
+        .iter()
+        .map(|e| {
+            let (key, value) = e.unwrap();
+            (
+                Tombstone::decode(&key, &value).unwrap().order,
+                tombstone_key(&key).unwrap(),
+            )
+        })
+        .collect();
+    let oldest = orders.iter().min().unwrap();
+    assert_eq!(oldest.1, pair_key(&far.pair()));
+}
+
+#[test]
+fn receipts_a_conflict_proof_is_about_are_never_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    // Both far from the owner: a conflict found by apply, and one learned by gossip.
+    let held = receipt(20, 21, 3, 30);
+    store.apply(&verified(held)).unwrap();
+    assert!(matches!(
+        store.apply(&verified(receipt(20, 21, 3, 31))).unwrap(),
+        Applied::Conflict(_)
+    ));
+    let gossiped = receipt(22, 23, 1, 10);
+    store.apply(&verified(gossiped)).unwrap();
+    let proof = ConflictProof::new(gossiped, receipt(22, 23, 1, 11)).unwrap();
+    assert!(store.add_conflict(&proof).unwrap());
+    store.apply(&verified(receipt(24, 25, 1, 1))).unwrap();
+    let evicted = store.enforce_cap(owner, 0).unwrap();
+    assert_eq!((evicted.receipts, evicted.third_party), (1, 2));
+    let mut kept = vec![held.pair(), gossiped.pair()];
+    kept.sort();
+    assert_eq!(stored_pairs(&store), kept);
+    assert_eq!(store.conflicts().unwrap().len(), 2);
+    // Only protected receipts are over the cap: the next batches do not rescan for nothing.
+    store.apply(&verified(receipt(26, 27, 1, 1))).unwrap();
+    assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 0);
+    assert_eq!(store.third_party_count(), 3);
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_tombstone_left_beside_its_receipt_by_a_crash_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = who(1).peer_id();
+    let far = receipt(7, 8, 4, 40);
+    {
+        let store = open(dir.path());
+        store.apply(&verified(far)).unwrap();
+        assert_eq!(store.enforce_cap(owner, 0).unwrap().receipts, 1);
+        // As if the process died after writing the tombstone, before removing the receipt (and
+        // so before its index entry).
+        store
+            .receipts
+            .insert(pair_key(&far.pair()), encode(&far))
+            .unwrap();
+        store
+            .by_downloader
+            .insert(downloader_key(&far.pair()), &[])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.latest(&far.pair()).unwrap(), Some(far));
+    assert_eq!(store.tombstone_count(), 0);
+    assert_eq!(store.third_party_count(), 1);
+    assert_consistent(&store);
+}
+
+#[test]
+fn tombstones_past_their_bound_are_dropped_oldest_first_and_leave_the_index() {
+    use crate::store::retention::MIN_TOMBSTONES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    let count = MIN_TOMBSTONES as usize + 76;
+    // Unreachable from the owner, so ranked by bytes: the smallest are evicted, and so
+    // tombstoned, first.
+    let ids: Vec<Identity> = (0..count as u64 + 1)
+        .map(|i| {
+            let mut seed = [0x33u8; 32];
+            seed[..8].copy_from_slice(&i.to_le_bytes());
+            Identity::from_secret_bytes(seed)
+        })
+        .collect();
+    let receipts: Vec<Receipt> = (0..count)
+        .map(|i| {
+            ReceiptBody {
+                uploader: ids[i].peer_id(),
+                downloader: ids[i + 1].peer_id(),
+                seq: 1,
+                bytes: i as u64 + 1,
+                credits: i as u64 + 1,
+                time_ms: 1,
+            }
+            .propose(&ids[i + 1], &net())
+            .countersign(&ids[i], &net())
+        })
+        .collect();
+    for outcome in store.ingest(&receipts).unwrap() {
+        assert_eq!(outcome, Ingested::Applied(Applied::New { replaced: None }));
+    }
+    let evicted = store.enforce_cap(owner, 0).unwrap();
+    assert_eq!(evicted.receipts, count as u64);
+    let kept = MIN_TOMBSTONES * 95 / 100;
+    assert_eq!(evicted.tombstones_dropped, count as u64 - kept);
+    assert_eq!(store.tombstone_count(), kept);
+    let dropped = count - kept as usize;
+    let items = store.sync_items().clone();
+    for (i, r) in receipts.iter().enumerate() {
+        let key = pair_key(&r.pair());
+        assert_eq!(items.get(&key).is_none(), i < dropped, "receipt {i}");
+    }
+    // A dropped tombstone's receipt comes back once, to be evicted again later.
+    assert_eq!(
+        store.apply(&verified(receipts[0])).unwrap(),
+        Applied::New { replaced: None }
+    );
+    assert_eq!(
+        store.apply(&verified(receipts[dropped])).unwrap(),
+        Applied::Stale
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_new_owner_s_receipts_are_not_held_back_by_old_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = receipt(7, 8, 4, 40);
+    store.apply(&verified(r)).unwrap();
+    assert_eq!(store.enforce_cap(who(1).peer_id(), 0).unwrap().receipts, 1);
+    // The identity changed (`tally init --force`): the pair is this node's own now.
+    store.set_owner(who(7).peer_id()).unwrap();
+    assert_eq!(
+        store.apply(&verified(r)).unwrap(),
+        Applied::New { replaced: None }
+    );
+    assert_eq!(store.third_party_count(), 0);
+    assert_eq!(store.tombstone_count(), 0);
+    assert_consistent(&store);
+}
+
+#[test]
+fn evictions_racing_applies_keep_the_store_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = who(1).peer_id();
+    let mut batch = Vec::new();
+    for up in 2..14u8 {
+        for down in 2..14u8 {
+            if up != down {
+                for seq in 1..=2 {
+                    batch.push(verified(receipt(up, down, seq, seq * 10)));
+                }
+            }
+        }
+    }
+    batch.push(verified(receipt(1, 2, 1, 1)));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for r in &batch {
+                store.apply(r).unwrap();
+            }
+        });
+        scope.spawn(|| {
+            for r in batch.iter().rev() {
+                store.apply(r).unwrap();
+            }
+        });
+        scope.spawn(|| {
+            // Applies go on during a pass, so only the end state is bounded.
+            for _ in 0..200 {
+                store.enforce_cap(owner, 20).unwrap();
+            }
+        });
+    });
+    store.enforce_cap(owner, 20).unwrap();
+    assert!(store.third_party_count() <= 20);
+    assert!(store.latest(&pair(1, 2)).unwrap().is_some());
+    assert_consistent(&store);
+}
+
+mod retention_properties {
+    use std::collections::{BTreeMap, HashMap, VecDeque};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Hop distances from `owner` over the pairs as undirected edges: the test's own oracle.
+    fn distances(pairs: &[(u8, u8)], owner: u8) -> HashMap<u8, u32> {
+        let mut out = HashMap::from([(owner, 0)]);
+        let mut queue = VecDeque::from([owner]);
+        while let Some(peer) = queue.pop_front() {
+            let next = out[&peer] + 1;
+            for &(a, b) in pairs {
+                let other = if a == peer {
+                    b
+                } else if b == peer {
+                    a
+                } else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(other) {
+                    slot.insert(next);
+                    queue.push_back(other);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn enforce_cap_keeps_every_own_receipt_and_evicts_the_farthest(
+            edges in proptest::collection::vec((0u8..10, 0u8..10, 1u64..1000), 0..40),
+            cap in 0u64..20,
+        ) {
+            const OWNER: u8 = 0;
+            let mut receipts: BTreeMap<(u8, u8), Receipt> = BTreeMap::new();
+            for (up, down, bytes) in edges {
+                if up != down {
+                    receipts.entry((up, down)).or_insert_with(|| receipt(up, down, 1, bytes));
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            for r in receipts.values() {
+                store.apply(&verified(*r)).unwrap();
+            }
+            let owner = who(OWNER).peer_id();
+            store.enforce_cap(owner, cap).unwrap();
+            prop_assert!(store.third_party_count() <= cap);
+            let pairs: Vec<(u8, u8)> = receipts.keys().copied().collect();
+            let far = distances(&pairs, OWNER);
+            let distance = |(a, b): (u8, u8)| {
+                let at = |p| far.get(&p).copied().unwrap_or(u32::MAX);
+                at(a).min(at(b))
+            };
+            let mut kept_third = Vec::new();
+            let mut evicted = Vec::new();
+            for (&(up, down), r) in &receipts {
+                let own = up == OWNER || down == OWNER;
+                let held = store.latest(&r.pair()).unwrap();
+                match (own, held) {
+                    (true, held) => prop_assert_eq!(held, Some(*r)),
+                    (false, Some(_)) => kept_third.push((up, down)),
+                    (false, None) => {
+                        evicted.push((up, down));
+                        prop_assert_eq!(store.sync_items().get(&pair_key(&r.pair())), Some(1));
+                        prop_assert_eq!(store.apply(&verified(*r)).unwrap(), Applied::Stale);
+                    }
+                }
+            }
+            for &gone in &evicted {
+                for &kept in &kept_third {
+                    prop_assert!(
+                        distance(gone) >= distance(kept),
+                        "evicted {:?} at {} but kept {:?} at {}",
+                        gone, distance(gone), kept, distance(kept)
+                    );
+                }
+            }
+            assert_consistent(&store);
+        }
+    }
+}

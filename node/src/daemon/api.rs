@@ -127,7 +127,10 @@ impl NodeApi for NodeHandle {
             known_peers: shared.gossip.known_peers().len() as u64,
             provider_records: shared.gossip.provider_count() as u64,
         };
-        let pairs = store.pair_count() as u64;
+        // Not `pair_count`, which walks the database: the sync index holds every stored pair
+        // and every tombstone.
+        let tombstones = store.tombstone_count();
+        let pairs = (store.sync_items().len() as u64).saturating_sub(tombstones);
         let api_addr = shared
             .api_addr
             .lock()
@@ -148,6 +151,8 @@ impl NodeApi for NodeHandle {
                 pairs,
                 conflicts,
                 dishonest,
+                third_party: store.third_party_count(),
+                tombstones,
             },
             transfer: TransferTotals {
                 bytes_up: shared.bytes_up.load(Ordering::Relaxed),

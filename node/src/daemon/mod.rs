@@ -204,6 +204,24 @@ impl Node {
             api_addr: Mutex::new(None),
             stop_requested: CancellationToken::new(),
         });
+        // A cap lowered in the config takes effect now, not at the next gossip batch.
+        let (store, me, cap) = (
+            Arc::clone(&shared.store),
+            shared.me,
+            shared.settings.max_third_party_receipts,
+        );
+        let evicted = tokio::task::spawn_blocking(move || store.enforce_cap(me, cap))
+            .await
+            .context("the start-up eviction was cancelled")?
+            .context("cannot apply the cap on third parties' receipts")?;
+        if evicted.receipts > 0 {
+            tracing::info!(
+                evicted = evicted.receipts,
+                kept = evicted.third_party,
+                cap,
+                "dropped the third parties' receipts farthest from this node"
+            );
+        }
         shared.tasks.spawn(peers::accept_loop(Arc::clone(&shared)));
         for peer in shared.settings.peers.clone() {
             peers::keep_dialing(&shared, peer);

@@ -12,7 +12,9 @@
 //!    [`GossipFrame::Receipts`] batches) followed by the next message, or [`GossipFrame::End`]
 //!    when there is nothing left to say. Received receipts this node already holds at that seq
 //!    or newer are counted and dropped unverified; the rest are batch-verified before they
-//!    touch the store ([`tally_ledger::Store::ingest`]).
+//!    touch the store ([`tally_ledger::Store::ingest`]). After each batch the store keeps its cap
+//!    on third-party receipts ([`tally_ledger::Store::enforce_cap`]); evicted pairs stay in the
+//!    sync index as tombstones, so peers do not push them again.
 //!
 //! Everything a peer can make this node do is bounded: frames by [`MAX_GOSSIP_FRAME`] and the
 //! per-frame counts, a session by [`MAX_TURNS`], [`MAX_PUSH_PER_SESSION`] receipts each way and
@@ -575,13 +577,31 @@ impl<'a> Session<'a> {
         };
         let held_already = (pushed - fresh.len()) as u64;
         let store = Arc::clone(&self.shared.store);
-        let (fresh, outcomes) = tokio::task::spawn_blocking(move || {
+        let (me, cap) = (
+            self.shared.me,
+            self.shared.settings.max_third_party_receipts,
+        );
+        let (fresh, outcomes, evicted) = tokio::task::spawn_blocking(move || {
             let outcomes = store.ingest(&fresh);
-            (fresh, outcomes)
+            // Under the cap this is a few atomic loads; over it, one pass that evicts 5%.
+            let evicted = outcomes.is_ok().then(|| store.enforce_cap(me, cap));
+            (fresh, outcomes, evicted)
         })
         .await
         .map_err(|e| anyhow::anyhow!("a store task was cancelled: {e}"))?;
         let outcomes = outcomes.map_err(anyhow::Error::from)?;
+        match evicted {
+            Some(Ok(evicted)) if evicted.receipts > 0 => tracing::info!(
+                evicted = evicted.receipts,
+                kept = evicted.third_party,
+                cap,
+                tombstones_dropped = evicted.tombstones_dropped,
+                "over the cap on third-party receipts: evicted those farthest from this node"
+            ),
+            // The receipts are stored either way; the next batch tries the cap again.
+            Some(Err(e)) => tracing::warn!("enforcing the cap on third-party receipts failed: {e}"),
+            _ => {}
+        }
         let mut rejected = Vec::new();
         let mut new = 0u64;
         let mut unwanted = held_already;
