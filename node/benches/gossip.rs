@@ -185,8 +185,9 @@ fn median(values: &mut [f64]) -> f64 {
 /// Seconds until 99% and all of the nodes hold a receipt made at one random node.
 async fn spread(n: usize, interval: Duration, trials: usize) {
     let nodes = network(n, interval, n as u64).await;
-    // Let the first sessions settle and the records of the start stop being news.
-    tokio::time::sleep(interval * (tally_node::gossip::RUMOUR_INTERVALS + 2)).await;
+    // Let the records of the start spread (a few intervals) and stop being news (a node keeps
+    // a record hot for RUMOUR_INTERVALS after it learns it), so the idle figure is idle.
+    tokio::time::sleep(interval * (tally_node::gossip::RUMOUR_INTERVALS + 12)).await;
     let idle_from = (
         Instant::now(),
         nodes.iter().map(BenchNode::bytes_received).sum::<u64>(),
