@@ -1,16 +1,21 @@
 //! Gossip propagation: push-pull anti-entropy among N simulated nodes that run the gossip session
 //! as the node will, over the real `sync` logic and real signed receipts, counting every byte of
-//! every frame. It prints, in tables:
+//! every frame. The node's configuration here is the one recommended for it: the first message
+//! `initiate_whole_with` (one fingerprint of the whole set), the default `SyncParams`, no eager
+//! push; the one the node ran so far (`initiate_with`, branching and threshold 16: *old*) is
+//! reported beside it. It prints, in tables:
 //!
 //! 1. the rounds (and bytes) until one new receipt reaches 99% and 100% of N = 10, 30, 100 and
 //!    1,000 nodes, over 20 seeds, in sequential and synchronous rounds (below);
 //! 2. the bytes of one session when nothing changed (1,000 and 100,000 pairs), and, frame by
-//!    frame, when one receipt differs;
+//!    frame, when one receipt differs, for the node's exchange, the old one and variants;
 //! 3. the gossip bytes per new receipt per node under steady loads of 1, N/10, N and 4N new
-//!    receipts per round (N = 30 and 100);
-//! 4. the same two measures with eager push to k = 0, 1, 2 neighbours;
-//! 5. the loads of 3 under variants of the exchange that the node does not run: a first message
-//!    of one whole-set fingerprint instead of `initiate_with`'s 16, other `SyncParams`.
+//!    receipts per round (N = 30 and 100), and the *marginal* bytes per new receipt per node:
+//!    (bytes − bytes of the same rounds of the same network with no new receipts) / (receipts ×
+//!    N), which leaves out the standing cost of sessions that find nothing;
+//! 4. the same measures with eager push: flood to k = 1, 2 neighbours, or push by the receipt's
+//!    two parties only, to k = 1, 2 neighbours each;
+//! 5. the loads of 3 under variants of the exchange: either first message, other `SyncParams`.
 //!
 //! **Topology.** A seeded sparse random graph: each node wants 4 to 8 neighbours (at most
 //! N − 1), edges are added between nodes with room, then components are joined, so the graph is
@@ -28,7 +33,7 @@
 //! 1. I sends `Request::Gossip` (4 + 1 bytes); then each side sends `Hello { conflicts_digest:
 //!    [u8; 32], conflicts: u32 }` (4 + 1 + 32 + varint; no conflicts here, records are not
 //!    simulated).
-//! 2. I sends `Sync(initiate_with(..))`: 4 + 1 + varint(len) + len.
+//! 2. I sends `Sync(first message)`: 4 + 1 + varint(len) + len.
 //! 3. A side that receives `Sync(m)` computes `respond_with(items, m, ..)`, sends the receipts
 //!    named by `reply.send` in `Receipts` frames of at most 512 (4 + 1 + varint(count) + their
 //!    postcard bytes), then `Sync(reply.message)`, or `End` (4 + 1) if there is none. The other
@@ -40,10 +45,12 @@
 //! one store of every receipt made in the run, keyed by (pair, seq), which is the same thing
 //! since a pair's seq names its receipt.
 //!
-//! **Eager push** (optional, `fanout` k): a node that learns a receipt new to it sends it at once
-//! to up to k random neighbours other than the one it learned it from, each push a
-//! `Request::Push` frame (4 + 1) and a `Receipts` frame of one; the pushes ripple on before the
-//! next session. k = 0 is plain anti-entropy.
+//! **Eager push** (optional, beside the sessions), each push a `Request::Push` frame (4 + 1) and
+//! a `Receipts` frame of one receipt: *flood* k: a node that learns a receipt new to it (made,
+//! received in a session or pushed) sends it at once to up to k random neighbours other than
+//! the one it learned it from, and the pushes ripple on before the next session; *parties* k:
+//! when a receipt is made, each of its two parties sends it to up to k random neighbours other
+//! than the other party, and nobody forwards it.
 //!
 //! **Data.** A pool of 2,000 identities on one network. The shared ledger: 1,000 pairs among the
 //! first 200 identities, with histories (seq up to 2,000, cumulative bytes, credits, a time in
@@ -51,12 +58,12 @@
 //! trivial. New receipts are made between two nodes (random uploader and downloader among the
 //! N): the next seq of the pair if it has one, else seq 1; both parties hold it at once, as after
 //! a real countersignature. The propagation test instead puts its one new receipt at one random
-//! node only, the worst case (the other party offline).
+//! node only, the worst case (the other party offline), except in the rows of 4 that say both.
 //!
 //! Every run ends by checking that every node holds exactly the union of all receipts (running
 //! rounds until it does); the bench panics otherwise, or if a run needs too many rounds.
 //!
-//! `cargo bench -p tally-ledger --bench gossip` runs it (a couple of minutes on two cores).
+//! `cargo bench -p tally-ledger --bench gossip` runs it (several minutes on two cores).
 //! `TALLY_BENCH_SEEDS=n` sets the seeds of the propagation test (default 20);
 //! `TALLY_BENCH_BIG=0` skips N = 1,000. Without `--bench` (as under `cargo test --benches`) it
 //! runs a small smoke test in a few seconds.
@@ -66,7 +73,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use tally_ledger::sync::{
-    Bound, Key, Message, Range, SyncItems, SyncParams, initiate_with, respond_with,
+    Bound, Key, Message, SyncItems, SyncParams, initiate_whole_with, initiate_with, respond_with,
 };
 use tally_ledger::{Identity, NetworkId, Pair, PeerId, Receipt, ReceiptBody};
 
@@ -333,9 +340,6 @@ struct Traffic {
     redundant: u64,
     /// Sessions run.
     sessions: u64,
-    /// Of `bytes`, what the sessions would have cost had nothing differed: the request, both
-    /// Hellos, the first `Sync` (which does not depend on the peer) and an `End`.
-    fixed: u64,
     /// `Sync` frames sent.
     messages: u64,
 }
@@ -351,8 +355,29 @@ impl std::ops::Sub for Traffic {
             receipts: self.receipts - o.receipts,
             redundant: self.redundant - o.redundant,
             sessions: self.sessions - o.sessions,
-            fixed: self.fixed - o.fixed,
             messages: self.messages - o.messages,
+        }
+    }
+}
+
+/// Eager push of new receipts, beside the sessions.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Push {
+    /// None: anti-entropy alone.
+    None,
+    /// Every node that learns a receipt new to it (made, received in a session or pushed)
+    /// pushes it at once to up to k random neighbours, not the one it came from.
+    Flood(usize),
+    /// Only the receipt's parties push it, when it is made, each to up to k random neighbours
+    /// (not the other party); a node that receives a push does not forward it.
+    Parties(usize),
+}
+
+impl Push {
+    fn fanout(self) -> usize {
+        match self {
+            Push::None => 0,
+            Push::Flood(k) | Push::Parties(k) => k,
         }
     }
 }
@@ -361,31 +386,72 @@ impl std::ops::Sub for Traffic {
 #[derive(Clone, Copy, Debug)]
 struct Protocol {
     rounds: Rounds,
-    /// Eager push: neighbours a newly learned receipt is pushed to at once (0: none).
-    fanout: usize,
+    push: Push,
     opening: Opening,
     params: SyncParams,
 }
 
 impl Protocol {
-    /// What the node runs: `initiate_with` and the default parameters, no eager push.
+    /// What the node should run: the whole-set opening (`initiate_whole`), the default
+    /// `SyncParams`, no eager push.
     fn node(rounds: Rounds) -> Self {
         Self {
             rounds,
-            fanout: 0,
-            opening: Opening::Split,
+            push: Push::None,
+            opening: Opening::Whole,
             params: SyncParams::default(),
         }
+    }
+
+    /// What the node ran so far: `initiate_with`, branching 16 and threshold 16, no eager push.
+    fn old(rounds: Rounds) -> Self {
+        Self::exchange(rounds, Opening::Split, (16, 16))
+    }
+
+    /// An exchange of the given opening and (branching, items threshold), no eager push.
+    fn exchange(rounds: Rounds, opening: Opening, (branching, threshold): (usize, usize)) -> Self {
+        let budget = SyncParams::default().reply_budget();
+        Self {
+            rounds,
+            push: Push::None,
+            opening,
+            params: SyncParams::new(branching, threshold, budget).expect("valid parameters"),
+        }
+    }
+
+    /// "whole set, 16 / 16" and the like.
+    fn label(&self) -> String {
+        let opening = match self.opening {
+            Opening::Split => "`initiate_with`",
+            Opening::Whole => "whole set",
+        };
+        let push = match self.push {
+            Push::None => String::new(),
+            Push::Flood(k) => format!(", flood push k = {k}"),
+            Push::Parties(k) => format!(", parties push k = {k}"),
+        };
+        format!(
+            "{opening}, {} / {}{push}",
+            self.params.branching(),
+            self.params.items_threshold()
+        )
+    }
+
+    fn is(&self, other: &Protocol) -> bool {
+        self.rounds == other.rounds
+            && self.push == other.push
+            && self.opening == other.opening
+            && self.params == other.params
     }
 }
 
 /// The initiator's first message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Opening {
-    /// `initiate_with`: `branching` fingerprints (or the items, if few): what the node sends.
+    /// `initiate_with`: `branching` fingerprints (or the items, if few).
     Split,
-    /// A variant the sync module does not offer: one fingerprint of the whole set (or the items,
-    /// if few), which the responder splits if it differs. Built here from the public `Message`.
+    /// `initiate_whole_with`: one fingerprint of the whole set (or the items, if few), which the
+    /// responder cuts if it differs.
     Whole,
 }
 
@@ -439,7 +505,7 @@ impl<'p> Sim<'p> {
             Rounds::Synchronous => self.nodes[node].pending.push((key, seq)),
             Rounds::Sequential => {
                 if self.nodes[node].items.insert(key, seq) {
-                    if self.protocol.fanout > 0 {
+                    if let Push::Flood(_) = self.protocol.push {
                         self.to_push.push_back((node, key, seq, from));
                     }
                 } else {
@@ -470,7 +536,7 @@ impl<'p> Sim<'p> {
                 .collect();
             self.rng.shuffle(&mut targets);
             let size = self.ledger.made[&(key, seq)].1;
-            for &target in targets.iter().take(self.protocol.fanout) {
+            for &target in targets.iter().take(self.protocol.push.fanout()) {
                 let bytes = (tag_frame() + receipts_frame(1, size)) as u64;
                 self.traffic.bytes += bytes;
                 self.traffic.push_bytes += bytes;
@@ -481,13 +547,21 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// Signs a new receipt between nodes `uploader` and `downloader`, which both hold it.
-    fn make_between(&mut self, uploader: usize, downloader: usize) {
+    /// Signs a new receipt between nodes `uploader` and `downloader`, which both hold it (and
+    /// push it, if the parties push).
+    fn make_between(&mut self, uploader: usize, downloader: usize) -> (Key, u64) {
         let (key, seq) = self
             .ledger
             .make(self.pool, uploader, downloader, false, &mut self.rng);
         self.learn(uploader, key, seq, Some(downloader));
         self.learn(downloader, key, seq, Some(uploader));
+        if let Push::Parties(_) = self.protocol.push {
+            self.to_push
+                .push_back((uploader, key, seq, Some(downloader)));
+            self.to_push
+                .push_back((downloader, key, seq, Some(uploader)));
+        }
+        (key, seq)
     }
 
     /// A new receipt between two random nodes.
@@ -505,19 +579,9 @@ impl<'p> Sim<'p> {
         let params = self.protocol.params;
         let items = &self.nodes[initiator].items;
         let mut message = match self.protocol.opening {
-            Opening::Whole if items.len() > params.items_threshold() => {
-                let (count, fingerprint) = items.fingerprint(&Bound::START, &Bound::END);
-                Message {
-                    ranges: vec![Range::Fingerprint {
-                        upper: Bound::END,
-                        count,
-                        fingerprint,
-                    }],
-                }
-            }
-            _ => initiate_with(items, &params),
+            Opening::Whole => initiate_whole_with(items, &params),
+            Opening::Split => initiate_with(items, &params),
         };
-        self.traffic.fixed += (bytes + sync_frame(message.encoded_len()) + tag_frame()) as u64;
         self.frames.clear();
         let mut sender = 0;
         loop {
@@ -643,8 +707,18 @@ struct Spread {
     receipts: u64,
 }
 
-/// One new receipt at one random node of `n`; rounds until 99% and 100% hold it.
-fn spread(setup: &Setup, n: usize, protocol: Protocol, seed: u64) -> Spread {
+/// Who holds the new receipt of the propagation test at first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Holders {
+    /// One random node, its other party offline: the worst case.
+    One,
+    /// Both parties, as when a receipt is made between two online nodes.
+    Both,
+}
+
+/// One new receipt at one random node of `n` (and its other party, if `holders` is `Both`);
+/// rounds until 99% and 100% hold it.
+fn spread(setup: &Setup, n: usize, protocol: Protocol, holders: Holders, seed: u64) -> Spread {
     let mut sim = Sim::new(setup.pool, setup.shared, n, protocol, seed);
     let origin = sim.rng.below(n);
     let other = (origin + 1 + sim.rng.below(n - 1)) % n;
@@ -653,10 +727,19 @@ fn spread(setup: &Setup, n: usize, protocol: Protocol, seed: u64) -> Spread {
     } else {
         (other, origin)
     };
-    let (key, seq) = sim
-        .ledger
-        .make(setup.pool, uploader, downloader, false, &mut sim.rng);
-    sim.learn(origin, key, seq, None);
+    let (key, seq) = match holders {
+        Holders::Both => sim.make_between(uploader, downloader),
+        Holders::One => {
+            let (key, seq) = sim
+                .ledger
+                .make(setup.pool, uploader, downloader, false, &mut sim.rng);
+            sim.learn(origin, key, seq, None);
+            if let Push::Parties(_) = protocol.push {
+                sim.to_push.push_back((origin, key, seq, None));
+            }
+            (key, seq)
+        }
+    };
     sim.settle();
     sim.push_all();
     let target99 = (n * 99).div_ceil(100);
@@ -691,6 +774,8 @@ fn spread(setup: &Setup, n: usize, protocol: Protocol, seed: u64) -> Spread {
 #[derive(Clone, Copy, Default)]
 struct Load {
     traffic: Traffic,
+    /// The same rounds of the same network and protocol with no new receipts: the standing cost.
+    idle: Traffic,
     /// Receipts made in the measured rounds, and their encoded bytes.
     made: u64,
     made_bytes: u64,
@@ -713,8 +798,21 @@ fn load(setup: &Setup, n: usize, per_round: usize, protocol: Protocol, seed: u64
     let made = (sim.ledger.made.len() - made_before.0) as u64;
     let made_bytes = made_size(&sim.ledger) - made_before.1;
     let drain = sim.drain(10 * (n as f64).log2().ceil() as usize + 20);
+    let mut quiet = Sim::new(setup.pool, setup.shared, n, protocol, seed);
+    for _ in 0..warmup {
+        quiet.round(0);
+    }
+    let before = quiet.traffic;
+    for _ in 0..measured {
+        quiet.round(0);
+    }
+    assert_eq!(
+        quiet.traffic.receipts, 0,
+        "nothing to send without new receipts"
+    );
     Load {
         traffic,
+        idle: quiet.traffic - before,
         made,
         made_bytes,
         drain,
@@ -777,11 +875,27 @@ struct Config {
     load_sizes: Vec<usize>,
 }
 
-/// The runs of the node's own protocol in sequential rounds, which 4 and 5 show again.
+/// The runs of the node's configuration in sequential rounds, which 4 and 5 show again.
 #[derive(Default)]
 struct Done {
     spreads: HashMap<usize, Vec<Spread>>,
-    loads: HashMap<(usize, usize), Load>,
+    /// By (protocol label, N, new receipts per round).
+    loads: HashMap<(String, usize, usize), Load>,
+}
+
+impl Done {
+    /// The load run of `protocol`, from an earlier table if it ran there.
+    fn load(&mut self, setup: &Setup, n: usize, per_round: usize, protocol: Protocol) -> Load {
+        let key = (
+            format!("{}/{:?}", protocol.label(), protocol.rounds),
+            n,
+            per_round,
+        );
+        *self
+            .loads
+            .entry(key)
+            .or_insert_with(|| load(setup, n, per_round, protocol, 77))
+    }
 }
 
 fn main() {
@@ -826,13 +940,13 @@ fn main() {
             (2, 5)
         },
     };
-    let params = SyncParams::default();
+    let node = Protocol::node(Rounds::Sequential);
     let sizes: Vec<usize> = shared.made.values().map(|(_, size)| *size).collect();
     println!(
-        "gossip bench: SyncParams branching {}, items threshold {}, reply budget {} bytes; shared ledger {} pairs among {} identities (receipts {}–{} bytes); topology {}–{} neighbours; gossip interval {INTERVAL_S} s; load average {}",
-        params.branching(),
-        params.items_threshold(),
-        params.reply_budget(),
+        "gossip bench: the node runs {} (old: {}); reply budget {} bytes; shared ledger {} pairs among {} identities (receipts {}–{} bytes); topology {}–{} neighbours; gossip interval {INTERVAL_S} s; load average {}",
+        node.label(),
+        Protocol::old(Rounds::Sequential).label(),
+        node.params.reply_budget(),
         shared.latest.len(),
         LEDGER_IDENTITIES,
         sizes.iter().min().unwrap(),
@@ -857,8 +971,9 @@ fn main() {
     one_difference(&setup);
     steady(&setup, &config, &mut done);
     println!("  ({:.1} s so far)", started.elapsed().as_secs_f64());
-    eager(&setup, &config, &done);
-    variants(&setup, &config, &done);
+    eager(&setup, &config, &mut done);
+    println!("  ({:.1} s so far)", started.elapsed().as_secs_f64());
+    variants(&setup, &config, &mut done);
     println!();
     println!(
         "done in {:.1} s; load average {}",
@@ -875,20 +990,31 @@ fn spread_header(label: &str) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 }
 
+/// `seeds` spreads of one new receipt among `n` nodes.
+fn spreads(
+    setup: &Setup,
+    n: usize,
+    protocol: Protocol,
+    holders: Holders,
+    seeds: u64,
+) -> Vec<Spread> {
+    (0..seeds)
+        .map(|seed| spread(setup, n, protocol, holders, 1_000 + seed))
+        .collect()
+}
+
 /// Part 1: Rounds to spread one new receipt, in both kinds of rounds.
 fn propagation(setup: &Setup, config: &Config, done: &mut Done) {
     println!();
     println!(
-        "1. One new receipt at one random node; every node holds the shared ledger. Rounds until 99% / 100% of the nodes hold it ({} seeds; median, max). Bytes: all sessions of all nodes until then (median).",
+        "1. One new receipt at one random node (its other party offline); every node holds the shared ledger; the node's configuration. Rounds until 99% / 100% of the nodes hold it ({} seeds; median, max). Bytes: all sessions of all nodes until then (median).",
         config.seeds
     );
     println!();
     spread_header("rounds");
     for rounds in [Rounds::Sequential, Rounds::Synchronous] {
         for &n in &config.sizes {
-            let runs: Vec<Spread> = (0..config.seeds)
-                .map(|seed| spread(setup, n, Protocol::node(rounds), 1_000 + seed))
-                .collect();
+            let runs = spreads(setup, n, Protocol::node(rounds), Holders::One, config.seeds);
             print_spread(rounds.name(), n, &runs);
             if rounds == Rounds::Sequential {
                 done.spreads.insert(n, runs);
@@ -906,7 +1032,7 @@ fn idle(pool: &Pool, config: &Config) {
     );
     println!();
     println!(
-        "| pairs | opening | request | 2 × Hello | Sync (first message) | End | total | target | met? |"
+        "| pairs | configuration | request | 2 × Hello | Sync (first message) | End | total | target | met? |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
     for &pairs in &config.idle_pairs {
@@ -922,40 +1048,66 @@ fn idle(pool: &Pool, config: &Config) {
             }
         }
         // No receipt is pushed (checked below), so none needs signing.
-        for opening in [Opening::Split, Opening::Whole] {
-            let protocol = Protocol {
-                opening,
-                ..Protocol::node(Rounds::Sequential)
-            };
+        for (protocol, who) in [
+            (Protocol::node(Rounds::Sequential), "node"),
+            (Protocol::old(Rounds::Sequential), "old"),
+        ] {
             let mut sim = Sim::new(pool, &ledger, 2, protocol, 1);
             sim.session(0, 1);
             let total = sim.traffic.bytes as usize;
             assert_eq!(sim.traffic.receipts, 0);
             assert_eq!(sim.traffic.messages, 1, "nothing changed takes one Sync");
             let first = total - 2 * tag_frame() - 2 * hello_frame(0);
-            let split = opening == Opening::Split;
-            if split {
-                let init = initiate_with(&ledger.union, &protocol.params).encoded_len();
-                assert_eq!(first, sync_frame(init));
-                assert!(
-                    total <= 2048,
-                    "nothing changed cost {total} bytes, over 2 KiB"
-                );
-            }
+            let opening = match protocol.opening {
+                Opening::Split => initiate_with(&ledger.union, &protocol.params),
+                Opening::Whole => initiate_whole_with(&ledger.union, &protocol.params),
+            };
+            assert_eq!(first, sync_frame(opening.encoded_len()));
+            assert!(
+                total <= 2048,
+                "nothing changed cost {total} bytes, over 2 KiB"
+            );
             println!(
-                "| {} | {} | {} | {} | {first} | {} | **{total}** | ≤ 2,048 | {} |",
+                "| {} | {} ({who}) | {} | {} | {first} | {} | **{total}** | ≤ 2,048 | {} |",
                 thousands(pairs as u64),
-                if split {
-                    "`initiate_with` (node)"
-                } else {
-                    "one fingerprint (variant)"
-                },
+                protocol.label(),
                 tag_frame(),
                 2 * hello_frame(0),
                 tag_frame(),
                 if total <= 2048 { "yes" } else { "**no**" }
             );
         }
+    }
+}
+
+/// The exchanges compared in 2 and 5: the node's, the old one, and other openings and
+/// (branching, items threshold); each once.
+fn exchanges() -> Vec<Protocol> {
+    let sequential = Rounds::Sequential;
+    let mut out = vec![Protocol::node(sequential), Protocol::old(sequential)];
+    for (opening, params) in [
+        (Opening::Whole, (16, 16)),
+        (Opening::Whole, (8, 8)),
+        (Opening::Whole, (8, 16)),
+        (Opening::Whole, (4, 4)),
+        (Opening::Split, (8, 8)),
+    ] {
+        let protocol = Protocol::exchange(sequential, opening, params);
+        if !out.iter().any(|p| p.is(&protocol)) {
+            out.push(protocol);
+        }
+    }
+    out
+}
+
+/// " (node)" or " (old)" after the label of those two configurations.
+fn role(protocol: &Protocol) -> &'static str {
+    if protocol.is(&Protocol::node(protocol.rounds)) {
+        " (node)"
+    } else if protocol.is(&Protocol::old(protocol.rounds)) {
+        " (old)"
+    } else {
+        ""
     }
 }
 
@@ -968,21 +1120,11 @@ fn one_difference(setup: &Setup) {
     );
     println!();
     println!(
-        "| differs | variant | Sync frames | frames, in order (bytes) | total | above nothing changed |"
+        "| differs | configuration | Sync frames | frames, in order (bytes) | total | above nothing changed |"
     );
     println!("|---|---|---:|---|---:|---:|");
-    let budget = SyncParams::default().reply_budget();
-    for (label, opening, branching) in [
-        ("`initiate_with`, 16 / 16 (node)", Opening::Split, 16),
-        ("one fingerprint, 16 / 16", Opening::Whole, 16),
-        ("`initiate_with`, 8 / 8", Opening::Split, 8),
-        ("one fingerprint, 4 / 4", Opening::Whole, 4),
-    ] {
-        let protocol = Protocol {
-            opening,
-            params: SyncParams::new(branching, branching, budget).unwrap(),
-            ..Protocol::node(Rounds::Sequential)
-        };
+    for protocol in exchanges() {
+        let label = format!("{}{}", protocol.label(), role(&protocol));
         let mut nothing = 0;
         for (case, holders) in [
             ("nothing", &[][..]),
@@ -1025,7 +1167,7 @@ fn one_difference(setup: &Setup) {
 fn steady(setup: &Setup, config: &Config, done: &mut Done) {
     println!();
     println!(
-        "3. Steady load: new receipts made between random nodes at random moments, {} rounds of warm-up then {} measured. Bytes per receipt per node = all bytes sent in the measured rounds / (receipts made in them × N); \"of which fixed\": the part the sessions would have cost had nothing differed. Ideal: each node but the receipt's two parties receives it once, (N − 2)/N × its size: {}.",
+        "3. Steady load: new receipts made between random nodes at random moments, {} rounds of warm-up then {} measured. Bytes per receipt per node = all bytes sent in the measured rounds / (receipts made in them × N). Idle: the same rounds of the same network with no new receipts, per receipt per node; marginal = (bytes − idle) / (receipts × N): what the receipts cost beyond the standing traffic. Ideal: each node but the receipt's two parties receives it once, (N − 2)/N × its size: {}. The node's configuration in both kinds of rounds, then the old one in sequential rounds.",
         setup.plan.0,
         setup.plan.1,
         config
@@ -1037,97 +1179,100 @@ fn steady(setup: &Setup, config: &Config, done: &mut Done) {
     );
     println!();
     load_header("rounds");
-    for rounds in [Rounds::Sequential, Rounds::Synchronous] {
+    for (rounds, protocol) in [
+        (Rounds::Sequential, Protocol::node(Rounds::Sequential)),
+        (Rounds::Synchronous, Protocol::node(Rounds::Synchronous)),
+        (Rounds::Sequential, Protocol::old(Rounds::Sequential)),
+    ] {
+        let label = format!("{}{}", rounds.name(), role(&protocol));
         for &n in &config.load_sizes {
             for per_round in loads(n) {
-                let run = load(setup, n, per_round, Protocol::node(rounds), 77);
-                print_load(rounds.name(), n, per_round, &run);
-                if rounds == Rounds::Sequential {
-                    done.loads.insert((n, per_round), run);
-                }
+                let run = done.load(setup, n, per_round, protocol);
+                print_load(&label, n, per_round, &run);
             }
         }
     }
 }
 
-/// Part 4: Eager push to k neighbours beside the sessions.
-fn eager(setup: &Setup, config: &Config, done: &Done) {
+/// Part 4: Eager push beside the sessions: every learner pushes (flood), or only the
+/// receipt's two parties do.
+fn eager(setup: &Setup, config: &Config, done: &mut Done) {
     let push_n = *config.load_sizes.last().unwrap();
+    let node = Protocol::node(Rounds::Sequential);
+    let with = |push| Protocol { push, ..node };
     println!();
     println!(
-        "4. Eager push: a node that learns a receipt new to it pushes it at once to up to k random neighbours (not the one it came from); sequential rounds. k = 0 is the node as it is (the rows of 1 and 3 again)."
+        "4. Eager push, beside the node's sessions, sequential rounds: flood (a node that learns a receipt new to it pushes it at once to up to k random neighbours, not the one it came from) or parties (only the receipt's two parties push it when it is made, each to up to k random neighbours other than each other; no forwarding). One holder: the propagation test of 1 (the other party offline: it neither holds nor pushes); both: the receipt made between two online nodes, which both hold it. Each push: `Request::Push` (5 bytes) and a `Receipts` frame of one."
     );
     println!();
-    spread_header("k");
-    for fanout in [0, 1, 2] {
-        let pushing = Protocol {
-            fanout,
-            ..Protocol::node(Rounds::Sequential)
-        };
+    spread_header("push, holders");
+    let cases = [
+        (Push::None, Holders::One),
+        (Push::Flood(1), Holders::One),
+        (Push::Flood(2), Holders::One),
+        (Push::Parties(1), Holders::One),
+        (Push::Parties(2), Holders::One),
+        (Push::None, Holders::Both),
+        (Push::Parties(1), Holders::Both),
+        (Push::Parties(2), Holders::Both),
+    ];
+    for (push, holders) in cases {
         for &n in config.sizes.iter().filter(|&&n| n >= push_n) {
-            let runs: Vec<Spread> = match done.spreads.get(&n) {
-                Some(runs) if fanout == 0 => runs.clone(),
-                _ => (0..config.seeds)
-                    .map(|seed| spread(setup, n, pushing, 1_000 + seed))
-                    .collect(),
+            let runs = match done.spreads.get(&n) {
+                Some(runs) if push == Push::None && holders == Holders::One => runs.clone(),
+                _ => spreads(setup, n, with(push), holders, config.seeds),
             };
-            print_spread(&format!("k = {fanout}"), n, &runs);
+            print_spread(&format!("{}, {holders:?}", push_label(push)), n, &runs);
         }
     }
     println!();
-    load_header("k");
-    for fanout in [0, 1, 2] {
-        let pushing = Protocol {
-            fanout,
-            ..Protocol::node(Rounds::Sequential)
+    load_header("push");
+    for push in [
+        Push::None,
+        Push::Flood(1),
+        Push::Flood(2),
+        Push::Parties(1),
+        Push::Parties(2),
+    ] {
+        let sizes: &[usize] = match push {
+            Push::Parties(_) => &config.load_sizes,
+            _ => std::slice::from_ref(&push_n),
         };
-        for per_round in loads(push_n) {
-            let run = match done.loads.get(&(push_n, per_round)) {
-                Some(run) if fanout == 0 => *run,
-                _ => load(setup, push_n, per_round, pushing, 77),
-            };
-            print_load(&format!("k = {fanout}"), push_n, per_round, &run);
+        for &n in sizes {
+            for per_round in loads(n) {
+                let run = done.load(setup, n, per_round, with(push));
+                print_load(push_label(push), n, per_round, &run);
+            }
         }
     }
 }
 
-/// Part 5: variants of the exchange the node does not run, a one-fingerprint opening and
-/// other `SyncParams`.
-fn variants(setup: &Setup, config: &Config, done: &Done) {
-    let n = *config.load_sizes.last().unwrap();
+fn push_label(push: Push) -> &'static str {
+    match push {
+        Push::None => "none",
+        Push::Flood(1) => "flood, k = 1",
+        Push::Flood(2) => "flood, k = 2",
+        Push::Parties(1) => "parties, k = 1",
+        Push::Parties(2) => "parties, k = 2",
+        _ => "other",
+    }
+}
+
+/// Part 5: the node's exchange against the old one and other openings and `SyncParams`.
+fn variants(setup: &Setup, config: &Config, done: &mut Done) {
     println!();
     println!(
-        "5. Variants of the exchange under the loads of 3 (sequential rounds, no eager push, N = {n}): the first message as one fingerprint of the whole set, other branching / items threshold (B / T), and one with eager push. Not what the node runs, except the first rows."
+        "5. Variants of the exchange under the loads of 3 (sequential rounds, no eager push): the first message (`initiate_with`'s B fingerprints, or the whole set's one), branching / items threshold (B / T)."
     );
     println!();
-    load_header("variant");
-    let budget = SyncParams::default().reply_budget();
-    for (label, opening, branching, fanout) in [
-        ("`initiate_with`, 16 / 16 (node)", Opening::Split, 16, 0),
-        ("one fingerprint, 16 / 16", Opening::Whole, 16, 0),
-        ("`initiate_with`, 8 / 8", Opening::Split, 8, 0),
-        ("one fingerprint, 8 / 8", Opening::Whole, 8, 0),
-        ("one fingerprint, 4 / 4", Opening::Whole, 4, 0),
-        (
-            "one fingerprint, 16 / 16, push k = 2",
-            Opening::Whole,
-            16,
-            2,
-        ),
-    ] {
-        let protocol = Protocol {
-            rounds: Rounds::Sequential,
-            fanout,
-            opening,
-            params: SyncParams::new(branching, branching, budget).unwrap(),
-        };
-        let node = opening == Opening::Split && branching == 16 && fanout == 0;
-        for per_round in loads(n) {
-            let run = match done.loads.get(&(n, per_round)) {
-                Some(run) if node => *run,
-                _ => load(setup, n, per_round, protocol, 77),
-            };
-            print_load(label, n, per_round, &run);
+    load_header("exchange");
+    for &n in &config.load_sizes {
+        for protocol in exchanges() {
+            let label = format!("{}{}", protocol.label(), role(&protocol));
+            for per_round in loads(n) {
+                let run = done.load(setup, n, per_round, protocol);
+                print_load(&label, n, per_round, &run);
+            }
         }
     }
 }
@@ -1179,9 +1324,9 @@ fn print_spread(label: &str, n: usize, runs: &[Spread]) {
 /// The header of the tables [`print_load`] fills, its first column named `label`.
 fn load_header(label: &str) {
     println!(
-        "| {label} | N | new receipts per round | made | receipt bytes (mean) | bytes per receipt per node | × receipt | of which fixed | the rest, × receipt | receipts' share | redundant receipts per made | pushes' share | Sync frames per session | rounds to drain | ≤ 3× receipt? |"
+        "| {label} | N | new receipts per round | made | receipt bytes (mean) | bytes per receipt per node | × receipt | idle, per receipt per node | marginal per receipt per node | marginal × receipt | receipts' share | redundant receipts per made | pushes' share | Sync frames per session | rounds to drain | ≤ 3× receipt? |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 }
 
 fn print_load(label: &str, n: usize, per_round: usize, run: &Load) {
@@ -1189,13 +1334,14 @@ fn print_load(label: &str, n: usize, per_round: usize, run: &Load) {
     let mean_size = run.made_bytes as f64 / run.made as f64;
     let per_node = |bytes: u64| bytes as f64 / (run.made as f64 * n as f64);
     let ratio = per_node(t.bytes) / mean_size;
+    let marginal = per_node(t.bytes.saturating_sub(run.idle.bytes));
     let share = |part: u64| format!("{:.0}%", 100.0 * part as f64 / t.bytes as f64);
     println!(
-        "| {label} | {n} | {per_round} | {} | {mean_size:.1} | {:.0} | {ratio:.2} | {:.0} | {:.2} | {} | {:.2} | {} | {:.2} | {} | {} |",
+        "| {label} | {n} | {per_round} | {} | {mean_size:.1} | {:.0} | {ratio:.2} | {:.0} | {marginal:.0} | {:.2} | {} | {:.2} | {} | {:.2} | {} | {} |",
         thousands(run.made),
         per_node(t.bytes),
-        per_node(t.fixed),
-        per_node(t.bytes - t.fixed) / mean_size,
+        per_node(run.idle.bytes),
+        marginal / mean_size,
         share(t.receipt_bytes),
         t.redundant as f64 / run.made as f64,
         share(t.push_bytes),

@@ -1,8 +1,11 @@
 //! Gossip's set reconciliation at ledger scale: the bytes and round trips one sync between two
 //! nodes costs when they hold 100,000 pairs and nothing changed, or 1, 10, 100 or 1,000 pairs
 //! differ, the time each side spends per round, and the same against the naive summary (pair →
-//! seq for every pair, as `Store::summary` would send: 72 bytes a pair). Also the index's own
-//! costs (build, insert, fingerprint queries) and a few other parameter choices.
+//! seq for every pair, as `Store::summary` would send: 72 bytes a pair), for both first messages
+//! (`initiate_with`'s fingerprints and `initiate_whole_with`'s one). When one pair differs, the
+//! size of each message and the mean length of its bounds, at 100,000 pairs and on the gossip
+//! bench's ledger (1,000 pairs among 200 identities). Also the index's own costs (build, insert,
+//! fingerprint queries) and other parameter choices.
 //!
 //! `cargo bench -p tally-ledger --bench sync` runs it (well under a minute). `TALLY_BENCH_PAIRS=N`
 //! changes the ledger size. Without `--bench` (as under `cargo test --benches`) it runs a small
@@ -11,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use tally_ledger::sync::{Bound, Key, Message, SyncItems, SyncParams, initiate_with, respond_with};
+use tally_ledger::sync::{
+    Bound, Key, Message, SyncItems, SyncParams, initiate_whole_with, initiate_with, respond_with,
+};
 
 /// The ledger's pairs are made among this many identities (about 50 downloaders per uploader at
 /// 100,000 pairs), so keys share their uploader half as in a real ledger.
@@ -42,9 +47,9 @@ fn peer(i: u64) -> [u8; 32] {
     *blake3::hash(&i.to_le_bytes()).as_bytes()
 }
 
-fn random_pair(rng: &mut Rng) -> Key {
+fn random_pair(rng: &mut Rng, identities: u64) -> Key {
     loop {
-        let (up, down) = (rng.below(IDENTITIES), rng.below(IDENTITIES));
+        let (up, down) = (rng.below(identities), rng.below(identities));
         if up != down {
             let mut key = [0u8; 64];
             key[..32].copy_from_slice(&peer(up));
@@ -54,19 +59,26 @@ fn random_pair(rng: &mut Rng) -> Key {
     }
 }
 
-/// `n` distinct pairs with seqs 1..=20.
-fn ledger(n: usize, seed: u64) -> Vec<(Key, u64)> {
+/// `n` distinct pairs among `identities` with seqs 1..=20.
+fn ledger(n: usize, identities: u64, seed: u64) -> Vec<(Key, u64)> {
     let mut rng = Rng(seed);
     let mut keys = std::collections::BTreeMap::new();
     while keys.len() < n {
-        keys.insert(random_pair(&mut rng), 1 + rng.below(20));
+        keys.insert(random_pair(&mut rng, identities), 1 + rng.below(20));
     }
     keys.into_iter().collect()
 }
 
 /// Applies `changes` differences between `a` and `b` (each on a distinct pair), half on each
 /// side: half a newer receipt of a pair both hold, half a pair only one side holds.
-fn diverge(a: &mut SyncItems, b: &mut SyncItems, base: &[(Key, u64)], changes: usize, seed: u64) {
+fn diverge(
+    a: &mut SyncItems,
+    b: &mut SyncItems,
+    base: &[(Key, u64)],
+    identities: u64,
+    changes: usize,
+    seed: u64,
+) {
     let mut rng = Rng(seed);
     let mut changed = std::collections::HashSet::new();
     for i in 0..changes {
@@ -79,7 +91,7 @@ fn diverge(a: &mut SyncItems, b: &mut SyncItems, base: &[(Key, u64)], changes: u
                     break;
                 }
             } else {
-                let key = random_pair(&mut rng);
+                let key = random_pair(&mut rng, identities);
                 if side.get(&key).is_none() && changed.insert(key) {
                     side.insert(key, 1);
                     break;
@@ -98,13 +110,42 @@ struct Sync {
     /// Time spent in `initiate` and each `respond`, decoding included.
     compute: Duration,
     slowest: Duration,
+    /// Each message's encoded bytes, in order.
+    sizes: Vec<usize>,
+    /// Each message's mean bound length: bytes of its prefixes (End not counted) per range.
+    bounds: Vec<f64>,
 }
 
-fn sync(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Sync {
+/// The initiator's first message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// `initiate_with`: `branching` fingerprints.
+    Split,
+    /// `initiate_whole_with`: one fingerprint of the whole set.
+    Whole,
+}
+
+impl Opening {
+    fn name(self) -> &'static str {
+        match self {
+            Opening::Split => "`initiate_with`",
+            Opening::Whole => "`initiate_whole_with`",
+        }
+    }
+
+    fn message(self, items: &SyncItems, params: &SyncParams) -> Message {
+        match self {
+            Opening::Split => initiate_with(items, params),
+            Opening::Whole => initiate_whole_with(items, params),
+        }
+    }
+}
+
+fn sync_opening(a: &SyncItems, b: &SyncItems, params: &SyncParams, opening: Opening) -> Sync {
     let sides = [a, b];
     let mut out = Sync::default();
     let started = Instant::now();
-    let mut message = initiate_with(a, params);
+    let mut message = opening.message(a, params);
     out.compute += started.elapsed();
     out.slowest = out.compute;
     let mut turn = 1;
@@ -112,6 +153,14 @@ fn sync(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Sync {
         let encoded = message.encode();
         out.messages += 1;
         out.bytes[1 - turn] += encoded.len();
+        out.sizes.push(encoded.len());
+        let prefixes: usize = message
+            .ranges
+            .iter()
+            .filter_map(|r| r.upper().as_prefix().map(<[u8]>::len))
+            .sum();
+        out.bounds
+            .push(prefixes as f64 / message.ranges.len() as f64);
         let started = Instant::now();
         let decoded = Message::decode(&encoded).unwrap();
         let reply = respond_with(sides[turn], &decoded, params).unwrap();
@@ -128,8 +177,10 @@ fn sync(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Sync {
 }
 
 /// The run with the median compute time of `RUNS`.
-fn median_sync(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Sync {
-    let mut runs: Vec<Sync> = (0..RUNS).map(|_| sync(a, b, params)).collect();
+fn median_sync(a: &SyncItems, b: &SyncItems, params: &SyncParams, opening: Opening) -> Sync {
+    let mut runs: Vec<Sync> = (0..RUNS)
+        .map(|_| sync_opening(a, b, params, opening))
+        .collect();
     runs.sort_by_key(|r| r.compute);
     runs[RUNS / 2].clone()
 }
@@ -164,14 +215,14 @@ fn main() {
     );
 
     // The index itself.
-    let base = ledger(pairs, 1);
+    let base = ledger(pairs, IDENTITIES, 1);
     let mut built = SyncItems::new();
     let build = median(|| {
         let started = Instant::now();
         built = base.iter().copied().collect();
         started.elapsed()
     });
-    let extra = ledger(1_000, 99);
+    let extra = ledger(1_000, IDENTITIES, 99);
     let insert = median(|| {
         let mut items = built.clone();
         let started = Instant::now();
@@ -210,6 +261,11 @@ fn main() {
         std::hint::black_box(initiate_with(&built, &default));
         started.elapsed()
     });
+    let initiate_whole = median(|| {
+        let started = Instant::now();
+        std::hint::black_box(initiate_whole_with(&built, &default));
+        started.elapsed()
+    });
     println!();
     println!("| index at {pairs} pairs | time |");
     println!("|---|---:|");
@@ -223,48 +279,123 @@ fn main() {
         full.as_nanos()
     );
     println!("| fingerprint of a random range | {} µs |", us(ranged));
-    println!("| initiate (16 fingerprints) | {} µs |", us(initiate));
+    println!(
+        "| initiate ({} fingerprints) | {} µs |",
+        default.branching(),
+        us(initiate)
+    );
+    println!(
+        "| initiate_whole (one fingerprint) | {} µs |",
+        us(initiate_whole)
+    );
+
+    // The exchange the node ran so far (16 fingerprints first, branching and threshold 16), and
+    // the one recommended for it (the whole-set fingerprint first, the default parameters).
+    let old = SyncParams::new(16, 16, default.reply_budget()).unwrap();
+    let configurations = [
+        ("old", Opening::Split, old),
+        ("node", Opening::Whole, default),
+    ];
 
     // One sync, against the naive summary.
     println!();
     println!(
-        "| changes | messages | round trips | bytes A→B | bytes B→A | total bytes | receipts pushed | bytes per change | naive bytes (both summaries) | compute per round (median) | slowest step |"
+        "| first message | B / T | changes | messages | round trips | bytes A→B | bytes B→A | total bytes | receipts pushed | bytes per change | naive bytes (both summaries) | compute per round (median) | slowest step |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let naive = 2 * NAIVE_ENTRY * pairs;
-    for changes in [0usize, 1, 10, 100, 1_000] {
-        let (mut a, mut b) = (built.clone(), built.clone());
-        diverge(&mut a, &mut b, &base, changes, 7 + changes as u64);
-        let run = median_sync(&a, &b, &default);
-        let total = run.bytes[0] + run.bytes[1];
-        let rounds = run.messages.div_ceil(2);
-        println!(
-            "| {changes} | {} | {rounds} | {} | {} | {total} | {} | {} | {naive} | {} µs | {} µs |",
-            run.messages,
-            run.bytes[0],
-            run.bytes[1],
-            run.pushed,
-            total
-                .checked_div(changes)
-                .map_or("–".to_string(), |b| b.to_string()),
-            us(run.compute / rounds as u32),
-            us(run.slowest),
-        );
-        if changes == 0 {
-            assert!(
-                total <= 2048,
-                "nothing changed cost {total} bytes, over 2 KiB"
+    for (role, opening, params) in configurations {
+        for changes in [0usize, 1, 10, 100, 1_000] {
+            let (mut a, mut b) = (built.clone(), built.clone());
+            diverge(
+                &mut a,
+                &mut b,
+                &base,
+                IDENTITIES,
+                changes,
+                7 + changes as u64,
             );
-            assert_eq!(rounds, 1);
+            let run = median_sync(&a, &b, &params, opening);
+            let total = run.bytes[0] + run.bytes[1];
+            let rounds = run.messages.div_ceil(2);
+            println!(
+                "| {} ({role}) | {} / {} | {changes} | {} | {rounds} | {} | {} | {total} | {} | {} | {naive} | {} µs | {} µs |",
+                opening.name(),
+                params.branching(),
+                params.items_threshold(),
+                run.messages,
+                run.bytes[0],
+                run.bytes[1],
+                run.pushed,
+                total
+                    .checked_div(changes)
+                    .map_or("–".to_string(), |b| b.to_string()),
+                us(run.compute / rounds as u32),
+                us(run.slowest),
+            );
+            if changes == 0 {
+                assert!(
+                    total <= 2048,
+                    "nothing changed cost {total} bytes, over 2 KiB"
+                );
+                assert_eq!(rounds, 1);
+            }
+        }
+    }
+
+    // One pair differs, message by message.
+    println!();
+    println!(
+        "One pair differs (a newer seq of one pair on one side): each message in order, its bytes and its bounds' mean length (bytes of prefix per range, End counted as 0)."
+    );
+    println!();
+    println!(
+        "| ledger | first message | B / T | newer at | messages | bytes of each message | mean bound length of each | total bytes |"
+    );
+    println!("|---|---|---|---|---:|---|---|---:|");
+    let small = (1_000usize, 200u64);
+    for (n, identities) in [(pairs, IDENTITIES), small] {
+        let listed = if n == pairs {
+            base.clone()
+        } else {
+            ledger(n, identities, 1)
+        };
+        let items: SyncItems = listed.iter().copied().collect();
+        let (key, seq) = listed[n / 3];
+        for (branching, threshold) in [(16, 16), (8, 8), (4, 4)] {
+            let params = SyncParams::new(branching, threshold, default.reply_budget()).unwrap();
+            for opening in [Opening::Split, Opening::Whole] {
+                for (side, name) in [(0, "initiator"), (1, "responder")] {
+                    let (mut a, mut b) = (items.clone(), items.clone());
+                    [&mut a, &mut b][side].insert(key, seq + 1);
+                    let run = sync_opening(&a, &b, &params, opening);
+                    assert_eq!(run.pushed, 1);
+                    let list = |v: &[String]| v.join(", ");
+                    println!(
+                        "| {} pairs / {identities} ids | {} | {branching} / {threshold} | {name} | {} | {} | {} | {} |",
+                        n,
+                        opening.name(),
+                        run.messages,
+                        list(&run.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                        list(
+                            &run.bounds
+                                .iter()
+                                .map(|b| format!("{b:.1}"))
+                                .collect::<Vec<_>>()
+                        ),
+                        run.bytes[0] + run.bytes[1],
+                    );
+                }
+            }
         }
     }
 
     // A newcomer and a half-synced peer.
     println!();
     println!(
-        "| case | messages | total bytes | receipts pushed | naive bytes | compute (all rounds) |"
+        "| case | first message | B / T | messages | total bytes | receipts pushed | naive bytes | compute (all rounds) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     let empty = SyncItems::new();
     let half: SyncItems = base.iter().step_by(2).copied().collect();
     for (name, a, b) in [
@@ -272,35 +403,59 @@ fn main() {
         ("newcomer (empty) responds", &built, &empty),
         ("peer holds every second pair", &half, &built),
     ] {
-        let run = median_sync(a, b, &default);
-        let naive = NAIVE_ENTRY * (a.len() + b.len());
-        println!(
-            "| {name} | {} | {} | {} | {naive} | {:.1} ms |",
-            run.messages,
-            run.bytes[0] + run.bytes[1],
-            run.pushed,
-            run.compute.as_secs_f64() * 1e3
-        );
+        for (role, opening, params) in configurations {
+            let run = median_sync(a, b, &params, opening);
+            let naive = NAIVE_ENTRY * (a.len() + b.len());
+            println!(
+                "| {name} | {} ({role}) | {} / {} | {} | {} | {} | {naive} | {:.1} ms |",
+                opening.name(),
+                params.branching(),
+                params.items_threshold(),
+                run.messages,
+                run.bytes[0] + run.bytes[1],
+                run.pushed,
+                run.compute.as_secs_f64() * 1e3
+            );
+        }
     }
 
-    // Other parameters, at 100 changes.
+    // Other parameters, at 1 and 100 changes.
     println!();
     println!(
-        "| branching | items threshold | changes | messages | total bytes | bytes per change |"
+        "| first message | branching | items threshold | changes | messages | total bytes | bytes per change |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (branching, threshold) in [(16, 16), (16, 8), (16, 32), (8, 8), (4, 4), (32, 32)] {
-        let params = SyncParams::new(branching, threshold, default.reply_budget()).unwrap();
-        for changes in [1usize, 100] {
-            let (mut a, mut b) = (built.clone(), built.clone());
-            diverge(&mut a, &mut b, &base, changes, 7 + changes as u64);
-            let run = sync(&a, &b, &params);
-            let total = run.bytes[0] + run.bytes[1];
-            println!(
-                "| {branching} | {threshold} | {changes} | {} | {total} | {} |",
-                run.messages,
-                total / changes
-            );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for opening in [Opening::Split, Opening::Whole] {
+        for (branching, threshold) in [
+            (16, 16),
+            (16, 8),
+            (16, 32),
+            (8, 8),
+            (8, 16),
+            (8, 4),
+            (4, 4),
+            (32, 32),
+        ] {
+            let params = SyncParams::new(branching, threshold, default.reply_budget()).unwrap();
+            for changes in [1usize, 100] {
+                let (mut a, mut b) = (built.clone(), built.clone());
+                diverge(
+                    &mut a,
+                    &mut b,
+                    &base,
+                    IDENTITIES,
+                    changes,
+                    7 + changes as u64,
+                );
+                let run = sync_opening(&a, &b, &params, opening);
+                let total = run.bytes[0] + run.bytes[1];
+                println!(
+                    "| {} | {branching} | {threshold} | {changes} | {} | {total} | {} |",
+                    opening.name(),
+                    run.messages,
+                    total / changes
+                );
+            }
         }
     }
 }

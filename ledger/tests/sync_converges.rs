@@ -1,7 +1,8 @@
 //! Gossip's set reconciliation, property-tested through its public API: any two item sets
 //! (empty, identical, disjoint, nested, the same keys at other seqs, keys that share long
 //! prefixes; up to a few thousand items) reconcile to the union with the higher seq per key, each
-//! side pushing exactly what the other needs, within a bounded number of messages; and no bytes,
+//! side pushing exactly what the other needs, within a bounded number of messages, whether the
+//! initiator opens with its split set or with one whole-set fingerprint; and no bytes,
 //! however malformed, make the decoder or the responder panic or answer outside the caps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use tally_ledger::sync::{
     Bound, Fingerprint, KEY_BYTES, Key, MAX_MESSAGE_BYTES, MAX_REPLY_BUDGET, Message, Range,
-    SyncItems, SyncParams, initiate_with, respond_with,
+    SyncItems, SyncParams, initiate_whole_with, initiate_with, respond_with,
 };
 
 /// SplitMix64, so a failing case replays from its seed.
@@ -133,17 +134,26 @@ fn needed(from: &Set, to: &Set) -> Vec<Key> {
         .collect()
 }
 
-/// Messages an exchange may take: per level of cuts (a part holds its share and at most an
-/// eighth more) two messages at worst, plus the first, the items, the want and the last.
+/// Ranks a cut may move at least (at most half a part, rounded), as in `sync`'s `split`.
+const MIN_CUT_WINDOW: usize = 2;
+
+/// Messages an exchange may take: per level of cuts two messages at worst, plus the first, the
+/// items, the want and the last. A part holds its share plus at most twice the window each of its
+/// two cuts may move (an eighth of a part, at least `MIN_CUT_WINDOW`), and fewer than the range.
 fn message_bound(n: usize, params: &SyncParams) -> usize {
     let mut levels = 0;
     let mut size = n.max(1);
     while size > params.items_threshold() {
-        size = size.div_ceil(params.branching()) + size / (8 * params.branching());
+        let parts = params.branching().min(size);
+        let window = (size / (8 * parts)).max(((size + parts) / (2 * parts)).min(MIN_CUT_WINDOW));
+        size = (size.div_ceil(parts) + 2 * window).min(size - 1);
         levels += 1;
     }
     2 * levels + 4
 }
+
+/// How the initiator makes its first message.
+type Opening = fn(&SyncItems, &SyncParams) -> Message;
 
 struct Outcome {
     messages: usize,
@@ -152,9 +162,19 @@ struct Outcome {
 
 /// Runs an exchange over encoded messages, applies the pushes after it, and checks the result.
 fn reconcile(a: &Set, b: &Set, params: &SyncParams) -> Result<Outcome, TestCaseError> {
+    reconcile_from(initiate_with, a, b, params)
+}
+
+/// As [`reconcile`], the initiator opening with `opening`.
+fn reconcile_from(
+    opening: Opening,
+    a: &Set,
+    b: &Set,
+    params: &SyncParams,
+) -> Result<Outcome, TestCaseError> {
     let sides = [index(a), index(b)];
     let mut send: [Vec<Key>; 2] = Default::default();
-    let mut message = initiate_with(&sides[0], params);
+    let mut message = opening(&sides[0], params);
     let (mut turn, mut messages, mut bytes) = (1, 0, 0);
     loop {
         let encoded = message.encode();
@@ -233,6 +253,26 @@ proptest! {
         let run = reconcile(&a, &b, &params)?;
         let bound = message_bound(a.len().max(b.len()), &params);
         prop_assert!(run.messages <= bound, "{} messages > {}", run.messages, bound);
+    }
+
+    #[test]
+    fn any_two_sets_reconcile_from_the_whole_set_opening(shape in shape(), params in params()) {
+        // One fingerprint of the whole set first: the responder cuts it, one message later
+        // than the split opening would have.
+        let (a, b) = sides(&shape);
+        let first = initiate_whole_with(&index(&a), &params);
+        if a.len() > params.items_threshold() {
+            let whole = matches!(&first.ranges[..], [Range::Fingerprint { upper, count, .. }]
+                if upper.is_end() && *count == a.len() as u64);
+            prop_assert!(whole, "the first message is one fingerprint to the end");
+        }
+        let run = reconcile_from(initiate_whole_with, &a, &b, &params)?;
+        let bound = message_bound(a.len().max(b.len()), &params) + 1;
+        prop_assert!(run.messages <= bound, "{} messages > {}", run.messages, bound);
+        if a == b && a.len() > params.items_threshold() {
+            prop_assert_eq!(run.messages, 1, "in sync: the first message is the last");
+            prop_assert!(run.bytes < 30, "{} bytes", run.bytes);
+        }
     }
 
     #[test]

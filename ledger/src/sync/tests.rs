@@ -94,12 +94,15 @@ struct Run {
     want: [Vec<Key>; 2],
 }
 
-/// Runs an exchange between `a` (initiator) and `b` over encoded messages, without changing the
-/// sets, and returns what each side was told to push.
-fn run(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Run {
+/// How the initiator makes its first message: [`initiate_with`] or [`initiate_whole_with`].
+type Opening = fn(&SyncItems, &SyncParams) -> Message;
+
+/// Runs an exchange between `a` (initiator, opening with `opening`) and `b` over encoded
+/// messages, without changing the sets, and returns what each side was told to push.
+fn run_from(opening: Opening, a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Run {
     let sides = [a, b];
     let mut out = Run::default();
-    let mut message = initiate_with(a, params);
+    let mut message = opening(a, params);
     let mut turn = 1;
     loop {
         let bytes = message.encode();
@@ -125,8 +128,18 @@ fn run(a: &SyncItems, b: &SyncItems, params: &SyncParams) -> Run {
 /// Runs an exchange and applies the pushes; checks that both end with the union and that each
 /// side pushed exactly what the other needed.
 fn reconcile(a: &BTreeMap<Key, u64>, b: &BTreeMap<Key, u64>, params: &SyncParams) -> Run {
+    reconcile_from(initiate_with, a, b, params)
+}
+
+/// As [`reconcile`], the initiator opening with `opening`.
+fn reconcile_from(
+    opening: Opening,
+    a: &BTreeMap<Key, u64>,
+    b: &BTreeMap<Key, u64>,
+    params: &SyncParams,
+) -> Run {
     let (mut ia, mut ib) = (index(a), index(b));
-    let run = run(&ia, &ib, params);
+    let run = run_from(opening, &ia, &ib, params);
     let mut sorted = run.send.clone();
     for list in &mut sorted {
         list.sort();
@@ -160,18 +173,23 @@ fn reconcile(a: &BTreeMap<Key, u64>, b: &BTreeMap<Key, u64>, params: &SyncParams
     run
 }
 
-/// The bound on messages: the levels of cuts until a range holds at most the threshold (a cut
-/// part holds its share and at most an eighth more), each possibly taken twice when the two sides' items are
-/// spread unevenly, plus the first message, items, want and the last.
+/// The bound on messages: the levels of cuts until a range holds at most the threshold, each
+/// possibly taken twice when the two sides' items are spread unevenly, plus the first message,
+/// items, want and the last.
 fn message_bound(n: usize, params: &SyncParams) -> usize {
     2 * levels(n, params) + 4
 }
 
+/// Levels of cuts until a part holds at most the threshold: a part holds its share plus at most
+/// twice the window each of its two cuts may move (`split`'s window), and always fewer than the
+/// range.
 fn levels(n: usize, params: &SyncParams) -> usize {
     let mut levels = 0;
     let mut size = n.max(1);
     while size > params.items_threshold() {
-        size = size.div_ceil(params.branching()) + size / (8 * params.branching());
+        let parts = params.branching().min(size);
+        let window = (size / (8 * parts)).max(((size + parts) / (2 * parts)).min(MIN_CUT_WINDOW));
+        size = (size.div_ceil(parts) + 2 * window).min(size - 1);
         levels += 1;
     }
     levels
@@ -379,6 +397,47 @@ fn splits_cover_the_range_with_increasing_short_bounds() {
 }
 
 #[test]
+fn small_ranges_are_cut_between_uploaders_not_inside_them() {
+    // 1,000 pairs among 200 peers, about 5 per uploader; each sixteenth of them (~62) cut in 16
+    // parts of ~4. With an eighth of a part as the only window (0 here) 206 of the 256 bounds
+    // fell inside an uploader (33-byte prefixes: the uploader and one byte); moving each cut up
+    // to 2 ranks reaches a change of uploader unless the uploader has many pairs: 74.
+    let items = index(&ledger(1_000, 200, 3));
+    let ranges = items.split(
+        items.start_pos(),
+        items.end_pos(),
+        items.len(),
+        Bound::END,
+        16,
+    );
+    let mut long = 0;
+    let mut parts = 0;
+    let mut lower = Bound::START;
+    for (upper, count, _) in &ranges {
+        let from = items.seek(&lower);
+        let to = items.seek(upper);
+        for (upper, count, sum) in items.split(from, to, *count, *upper, 16) {
+            assert!(upper > lower);
+            let (c, f) = items.fingerprint(&lower, &upper);
+            assert_eq!((c as usize, f.0), (count, sum));
+            // Each part holds its share (~4) and at most twice the window more.
+            assert!((1..=4 + 1 + 2 * MIN_CUT_WINDOW).contains(&count), "{count}");
+            if upper.as_prefix().is_some_and(|p| p.len() > 32) {
+                long += 1;
+            }
+            parts += 1;
+            lower = upper;
+        }
+        assert_eq!(lower, *upper);
+    }
+    assert!(parts >= 15 * 16, "{parts} parts");
+    assert!(
+        long * 3 < parts,
+        "{long} of {parts} bounds are inside an uploader"
+    );
+}
+
+#[test]
 fn both_ways_of_finding_a_cut_agree() {
     let mut rng = Rng(17);
     for (n, peers) in [(5_000, 200), (5_000, 4_000), (3_000, 80)] {
@@ -420,6 +479,52 @@ fn nothing_changed_at_100_000_pairs_costs_one_round_trip_under_2_kib() {
 }
 
 #[test]
+fn the_whole_set_opening_costs_one_fingerprint_when_nothing_changed() {
+    let model = ledger(100_000, 2_000, 1);
+    let a = index(&model);
+    let first = initiate_whole(&a);
+    assert_eq!(
+        first.ranges,
+        vec![Range::Fingerprint {
+            upper: Bound::END,
+            count: 100_000,
+            fingerprint: a.fingerprint(&Bound::START, &Bound::END).1,
+        }]
+    );
+    assert_eq!(respond(&a.clone(), &first).unwrap(), Reply::default());
+    // Version, count, tag, End, a 3-byte count and 16 bytes: under 30 at any size.
+    assert!(first.encoded_len() < 30, "{}", first.encoded_len());
+    // A set of at most the threshold is listed, as by `initiate`.
+    let few = index(&ledger(SyncParams::default().items_threshold(), 10, 2));
+    assert_eq!(initiate_whole(&few), initiate(&few));
+    assert_eq!(
+        initiate_whole(&SyncItems::new()),
+        initiate(&SyncItems::new())
+    );
+}
+
+#[test]
+fn the_whole_set_opening_is_answered_like_the_split_one_a_message_later() {
+    // The responder cuts the one range as `initiate` would cut its own set; the rest follows.
+    let params = SyncParams::default();
+    let a = ledger(20_000, 1_000, 5);
+    let mut b = a.clone();
+    let keys: Vec<Key> = a.keys().copied().collect();
+    *b.get_mut(&keys[7_777]).unwrap() += 1;
+    let (ia, ib) = (index(&a), index(&b));
+    let reply = respond(&ib, &initiate_whole(&ia)).unwrap();
+    assert_eq!(reply.message, Some(initiate(&ib)));
+    assert!(reply.send.is_empty() && reply.want.is_empty());
+    let split = reconcile(&a, &b, &params);
+    let whole = reconcile_from(initiate_whole_with, &a, &b, &params);
+    assert_eq!(whole.send[1], vec![keys[7_777]]);
+    // One message more for the whole set's fingerprint; and whoever lists the items at the
+    // bottom now is the other side, which costs a `Want` more or less: at most two more.
+    assert!(whole.messages <= split.messages + 2);
+    assert!(whole.messages <= message_bound(20_000, &params) + 1);
+}
+
+#[test]
 fn edge_cases_reconcile() {
     let params = SyncParams::default();
     let empty = BTreeMap::new();
@@ -450,20 +555,24 @@ fn edge_cases_reconcile() {
         ("other seqs", &some, &bumped),
         ("other seqs, reversed", &bumped, &some),
     ];
-    for (name, a, b) in cases {
-        let run = reconcile(a, b, &params);
-        let bound = message_bound(a.len().max(b.len()), &params);
-        assert!(
-            run.messages <= bound,
-            "{name}: {} messages > {bound}",
-            run.messages
-        );
+    // The whole-set opening is one message ahead of the split one.
+    for (opening, extra) in [(initiate_with as Opening, 0), (initiate_whole_with, 1)] {
+        for (name, a, b) in cases {
+            let run = reconcile_from(opening, a, b, &params);
+            let bound = message_bound(a.len().max(b.len()), &params) + extra;
+            assert!(
+                run.messages <= bound,
+                "{name}: {} messages > {bound}",
+                run.messages
+            );
+        }
+        // Both empty: the initiator's empty list, then nothing.
+        assert_eq!(reconcile_from(opening, &empty, &empty, &params).messages, 1);
+        // A newcomer is sent everything at once.
+        assert!(reconcile_from(opening, &empty, &some, &params).messages <= 2);
+        // A newcomer is asked for nothing: the whole-set opening takes one more message.
+        assert!(reconcile_from(opening, &some, &empty, &params).messages <= 2 + extra);
     }
-    // Both empty: the initiator's empty list, then nothing.
-    assert_eq!(reconcile(&empty, &empty, &params).messages, 1);
-    // A newcomer is sent everything at once.
-    assert!(reconcile(&empty, &some, &params).messages <= 2);
-    assert!(reconcile(&some, &empty, &params).messages <= 2);
 }
 
 #[test]
@@ -844,7 +953,7 @@ fn parameters_out_of_range_are_refused() {
     assert!(SyncParams::new(16, MAX_ITEMS_PER_RANGE + 1, MAX_REPLY_BUDGET).is_err());
     assert!(SyncParams::new(16, 16, MIN_REPLY_BUDGET - 1).is_err());
     assert!(SyncParams::new(16, 16, MAX_REPLY_BUDGET + 1).is_err());
-    let params = SyncParams::new(16, 16, MAX_REPLY_BUDGET).unwrap();
+    let params = SyncParams::new(8, 8, MAX_REPLY_BUDGET).unwrap();
     assert_eq!(params, SyncParams::default());
     let message = SyncParams::new(1, 16, 4096).unwrap_err().to_string();
     assert!(message.contains("branching is 1"), "{message}");

@@ -37,7 +37,7 @@ use crate::wire::{
 };
 
 /// Reconciliation turns a session takes at most (each side's message counts one); a sync
-/// needs about 6 at 100,000 pairs, so this only stops a peer that never converges.
+/// needs about 8 at 100,000 pairs, so this only stops a peer that never converges.
 pub const MAX_TURNS: usize = 64;
 /// Receipts one side pushes in one session at most; a newcomer that lacks more gets the rest
 /// in later sessions.
@@ -327,7 +327,7 @@ impl<'a> Session<'a> {
         }
         self.exchange_records().await?;
         if initiator {
-            let first = sync::initiate(&self.shared.store.sync_items());
+            let first = sync::initiate_whole(&self.shared.store.sync_items());
             self.send(&GossipFrame::Sync(first.encode())).await?;
             self.outcome.turns += 1;
         }
