@@ -678,12 +678,17 @@ async fn run(size: u64, only: &str, rounds: usize, ticks: f64) {
         );
         if !d_rows.is_empty() {
             let d_rate = median(&d_rows, &|f| f.mbps(f.transfer));
+            let d_cpu = median(&d_rows, &|f| f.cpu_per_gib(f.total_cpu));
+            // However well it overlapped its work, a node that needs D's CPU per GiB moves at
+            // most this much with the machine's cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let ceiling = cores / d_cpu * GIB as f64 / 1e6;
             println!(
-                "D/B ({d_rate:.0} MB/s against {b_rate:.0}): {:.0}%: the most a node that checks and stores every chunk reaches here; A/D: {:.0}% for the transfer phase, {:.0}% to complete. CPU per GiB of D: {:.2} s",
+                "D/B ({d_rate:.0} MB/s against {b_rate:.0}): {:.0}%, doing that work inline; CPU per GiB of D {d_cpu:.2} s, so with {cores} cores no node that checks and stores every chunk exceeds {ceiling:.0} MB/s = {:.0}% of B. A/D: {:.0}% for the transfer phase, {:.0}% to complete",
                 d_rate / b_rate * 100.0,
+                ceiling / b_rate * 100.0,
                 a_transfer / d_rate * 100.0,
                 a_total / d_rate * 100.0,
-                median(&d_rows, &|f| f.cpu_per_gib(f.total_cpu))
             );
         }
     }
