@@ -36,7 +36,7 @@ use tally_node::config::{Config, PeerAddr};
 use tally_node::content::{CHUNK_SIZE, ContentId, ContentStore};
 use tally_node::daemon::fetch::{self, Phase};
 use tally_node::daemon::{Behaviour, Node, NodeParts, Shared, peers};
-use tally_node::transport::{Endpoint, TransportConfig};
+use tally_node::transport::{Connection, Endpoint, TransportConfig};
 
 const GIB: u64 = 1 << 30;
 /// How often the watcher looks at a download's progress to time its transfer phase.
@@ -375,8 +375,9 @@ async fn download(
     }
 }
 
-/// B: the same bytes over one stream between two bare endpoints with tally's transport settings.
-async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
+/// Two bare endpoints with tally's transport settings, connected: (sender, receiver, the
+/// sender's connection, the receiver's).
+async fn bare_connection() -> (Endpoint, Endpoint, Connection, Connection) {
     let network = NetworkId::from_name("tally-bench");
     let bind = |identity: &Identity| {
         Endpoint::bind(
@@ -398,6 +399,12 @@ async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
         receiver.accept()
     );
     let (conn, accepted) = (conn.unwrap(), accepted.unwrap().unwrap());
+    (sender, receiver, conn, accepted)
+}
+
+/// B: the same bytes over one stream between two bare endpoints with tally's transport settings.
+async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
+    let (sender, receiver, conn, accepted) = bare_connection().await;
     let size = payload.len() as u64;
     let expected = payload.clone();
 
@@ -454,27 +461,7 @@ async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
 /// syncs the file at the end. What D loses against B bounds what any such node can reach here.
 async fn floor_quic(source: &Path, ticks: f64) -> Figures {
     use std::os::unix::fs::FileExt as _;
-    let network = NetworkId::from_name("tally-bench");
-    let bind = |identity: &Identity| {
-        Endpoint::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            identity,
-            network,
-            TransportConfig::default(),
-        )
-        .unwrap()
-    };
-    let (sender_id, receiver_id) = (
-        Identity::generate(&mut rand::rng()),
-        Identity::generate(&mut rand::rng()),
-    );
-    let (sender, receiver) = (bind(&sender_id), bind(&receiver_id));
-    let receiver_addr = receiver.local_addr();
-    let (conn, accepted) = tokio::join!(
-        sender.dial(receiver_id.peer_id(), receiver_addr),
-        receiver.accept()
-    );
-    let (conn, accepted) = (conn.unwrap(), accepted.unwrap().unwrap());
+    let (sender, receiver, conn, accepted) = bare_connection().await;
     let input = std::fs::File::open(source).unwrap();
     let size = input.metadata().unwrap().len();
     let chunk = CHUNK_SIZE as usize;

@@ -268,13 +268,7 @@ impl<'a> Session<'a> {
     }
 
     async fn recv(&mut self) -> Result<GossipFrame, SessionError> {
-        match self.reader.recv::<GossipFrame>().await {
-            Ok(Some(frame)) => Ok(frame),
-            Ok(None) => Err(SessionError::Failed(anyhow::anyhow!(
-                "the peer ended the gossip stream mid-session"
-            ))),
-            Err(error) => Err(frame_error(error)),
-        }
+        next_frame(&mut self.reader, "mid-session").await
     }
 
     async fn run(&mut self, initiator: bool) -> Result<(), SessionError> {
@@ -311,12 +305,7 @@ impl<'a> Session<'a> {
         self.writer.set_max_frame(MAX_GOSSIP_FRAME);
         let theirs = match self.recv().await? {
             GossipFrame::Hello(hello) => hello,
-            other => {
-                return Err(SessionError::misbehaved(
-                    PENALTY_BAD_FRAME,
-                    format!("began a session with {} instead of a hello", name(&other)),
-                ));
-            }
+            other => return Err(unexpected(&other, "where its hello belongs")),
         };
         if theirs.observed.port() == self.shared.endpoint.local_addr().port() {
             self.shared.gossip.observed(theirs.observed);
@@ -377,20 +366,10 @@ impl<'a> Session<'a> {
         let receive = async move {
             let mut got = 0usize;
             while got < announced {
-                let batch = match reader.recv::<GossipFrame>().await {
-                    Ok(Some(GossipFrame::Conflicts(batch))) => batch,
-                    Ok(Some(other)) => {
-                        return Err(SessionError::misbehaved(
-                            PENALTY_BAD_FRAME,
-                            format!("sent {} among its conflict proofs", name(&other)),
-                        ));
-                    }
-                    Ok(None) => {
-                        return Err(SessionError::Failed(anyhow::anyhow!(
-                            "the peer ended the stream among its conflict proofs"
-                        )));
-                    }
-                    Err(error) => return Err(frame_error(error)),
+                const DURING: &str = "among its conflict proofs";
+                let batch = match next_frame(reader, DURING).await? {
+                    GossipFrame::Conflicts(batch) => batch,
+                    other => return Err(unexpected(&other, DURING)),
                 };
                 got += batch.len();
                 if batch.len() > MAX_CONFLICTS_PER_FRAME || got > announced || batch.is_empty() {
@@ -431,23 +410,13 @@ impl<'a> Session<'a> {
                 .map_err(|e| SessionError::Failed(e.into()))
         };
         let reader = &mut self.reader;
-        let receive = async move { reader.recv::<GossipFrame>().await };
+        const DURING: &str = "where its records belong";
+        let receive = async move { next_frame(reader, DURING).await };
         let (sent, received) = tokio::join!(send, receive);
         sent?;
-        let theirs = match received {
-            Ok(Some(GossipFrame::Records(records))) => records,
-            Ok(Some(other)) => {
-                return Err(SessionError::misbehaved(
-                    PENALTY_BAD_FRAME,
-                    format!("sent {} where its records belong", name(&other)),
-                ));
-            }
-            Ok(None) => {
-                return Err(SessionError::Failed(anyhow::anyhow!(
-                    "the peer ended the stream before its records"
-                )));
-            }
-            Err(error) => return Err(frame_error(error)),
+        let theirs = match received? {
+            GossipFrame::Records(records) => records,
+            other => return Err(unexpected(&other, DURING)),
         };
         self.learn_records(theirs)
     }
@@ -538,12 +507,7 @@ impl<'a> Session<'a> {
                     };
                 }
                 GossipFrame::End => return Ok(false),
-                other => {
-                    return Err(SessionError::misbehaved(
-                        PENALTY_BAD_FRAME,
-                        format!("sent {} during reconciliation", name(&other)),
-                    ));
-                }
+                other => return Err(unexpected(&other, "during reconciliation")),
             }
         }
     }
@@ -721,6 +685,23 @@ pub fn spread_conflict(shared: &Arc<Shared>, proof: ConflictProof, except: Optio
         };
         shared.tasks.spawn(task);
     }
+}
+
+/// The next frame. The end of the stream is a failure and a bad frame a penalty; `during`
+/// says where, for the message.
+async fn next_frame(reader: &mut FrameReader, during: &str) -> Result<GossipFrame, SessionError> {
+    match reader.recv::<GossipFrame>().await {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(SessionError::Failed(anyhow::anyhow!(
+            "the peer ended the gossip stream {during}"
+        ))),
+        Err(error) => Err(frame_error(error)),
+    }
+}
+
+/// A frame of the wrong kind for this point of the session.
+fn unexpected(frame: &GossipFrame, during: &str) -> SessionError {
+    SessionError::misbehaved(PENALTY_BAD_FRAME, format!("sent {} {during}", name(frame)))
 }
 
 /// A frame that could not be read: the peer's fault (undecodable, oversized, cut short) is a
