@@ -22,9 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt as _, SeedableRng as _};
-use tally_ledger::{ConflictProof, Identity, NetworkId, Receipt, ReceiptBody, Store};
+use tally_ledger::{ConflictProof, Identity, NetworkId, Receipt, ReceiptBody};
 use tally_node::config::{Config, PeerAddr};
-use tally_node::content::ContentStore;
 use tally_node::daemon::{Behaviour, Node, NodeParts, Shared, peers};
 use tally_node::gossip::session;
 
@@ -46,22 +45,8 @@ impl BenchNode {
         config.node.target_peers = 0;
         let identity = Identity::generate(&mut rand::rng());
         let secret = identity.secret_bytes();
-        let store = Store::open(
-            dir.path().join("store"),
-            config.network_id(),
-            config.store_config(),
-        )
-        .unwrap();
-        let content = ContentStore::open(dir.path().join("content")).unwrap();
-        let node = Node::start(NodeParts {
-            identity,
-            config,
-            store,
-            content,
-            behaviour: Behaviour::default(),
-        })
-        .await
-        .unwrap();
+        let parts = NodeParts::open(dir.path(), identity, config, Behaviour::default()).unwrap();
+        let node = Node::start(parts).await.unwrap();
         Self {
             node,
             identity: Identity::from_secret_bytes(secret),

@@ -31,9 +31,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tally_ledger::{Identity, NetworkId, Pair, PeerId, Store};
+use tally_ledger::{Identity, NetworkId, Pair, PeerId};
 use tally_node::config::{Config, PeerAddr};
-use tally_node::content::{CHUNK_SIZE, ContentId, ContentStore};
+use tally_node::content::{CHUNK_SIZE, ContentId};
 use tally_node::daemon::fetch::{self, Phase};
 use tally_node::daemon::{Behaviour, Node, NodeParts, Shared, peers};
 use tally_node::transport::{Connection, Endpoint, TransportConfig};
@@ -168,22 +168,8 @@ impl BenchNode {
             config.node.credit_window = parse_size(&window);
         }
         let identity = Identity::generate(&mut rand::rng());
-        let store = Store::open(
-            dir.path().join("store"),
-            config.network_id(),
-            config.store_config(),
-        )
-        .unwrap();
-        let content = ContentStore::open(dir.path().join("content")).unwrap();
-        let node = Node::start(NodeParts {
-            identity,
-            config,
-            store,
-            content,
-            behaviour: Behaviour::default(),
-        })
-        .await
-        .unwrap();
+        let parts = NodeParts::open(dir.path(), identity, config, Behaviour::default()).unwrap();
+        let node = Node::start(parts).await.unwrap();
         Self { node, dir }
     }
 
@@ -250,6 +236,28 @@ struct Figures {
 }
 
 impl Figures {
+    /// A run with no phase after the transfer (B and D).
+    fn single_phase(
+        label: &str,
+        bytes: u64,
+        transfer: Duration,
+        cpu: f64,
+        (load_before, load_after): (String, String),
+        checks: &str,
+    ) -> Self {
+        Self {
+            label: label.to_owned(),
+            bytes,
+            transfer,
+            transfer_cpu: cpu,
+            total: transfer,
+            total_cpu: cpu,
+            load_before,
+            load_after,
+            checks: checks.to_owned(),
+        }
+    }
+
     fn mbps(&self, d: Duration) -> f64 {
         self.bytes as f64 / d.as_secs_f64() / 1e6
     }
@@ -439,20 +447,17 @@ async fn plain_quic(payload: Bytes, ticks: f64) -> Figures {
     let load_after = load();
     assert_eq!(received, size, "plain QUIC: bytes received");
     assert!(identical, "plain QUIC: the bytes differ");
-    conn.close(tally_node::transport::ErrorCode::Normal, "done");
-    sender.close(tally_node::transport::ErrorCode::Normal, "done");
-    receiver.close(tally_node::transport::ErrorCode::Normal, "done");
-    Figures {
-        label: "B plain QUIC, same transport settings".to_owned(),
-        bytes: size,
-        transfer,
-        transfer_cpu: cpu,
-        total: transfer,
-        total_cpu: cpu,
-        load_before,
-        load_after,
-        checks: "bytes identical (memory to memory, no disk)".to_owned(),
+    for endpoint in [&sender, &receiver] {
+        endpoint.close(tally_node::transport::ErrorCode::Normal, "done");
     }
+    Figures::single_phase(
+        "B plain QUIC, same transport settings",
+        size,
+        transfer,
+        cpu,
+        (load_before, load_after),
+        "bytes identical (memory to memory, no disk)",
+    )
 }
 
 /// D: B plus the least a node that verifies and stores what it receives must do, with no
@@ -521,20 +526,17 @@ async fn floor_quic(source: &Path, ticks: f64) -> Figures {
     assert_eq!(received, size, "floor: bytes received");
     assert!(verified, "floor: a chunk failed its hash");
     assert!(same_file(source, &out_path), "floor: the file differs");
-    conn.close(tally_node::transport::ErrorCode::Normal, "done");
-    sender.close(tally_node::transport::ErrorCode::Normal, "done");
-    receiver.close(tally_node::transport::ErrorCode::Normal, "done");
-    Figures {
-        label: "D plain QUIC + read, hash-check, write, sync".to_owned(),
-        bytes: size,
-        transfer,
-        transfer_cpu: cpu,
-        total: transfer,
-        total_cpu: cpu,
-        load_before,
-        load_after,
-        checks: "every chunk's BLAKE3 checked; the file identical".to_owned(),
+    for endpoint in [&sender, &receiver] {
+        endpoint.close(tally_node::transport::ErrorCode::Normal, "done");
     }
+    Figures::single_phase(
+        "D plain QUIC + read, hash-check, write, sync",
+        size,
+        transfer,
+        cpu,
+        (load_before, load_after),
+        "every chunk's BLAKE3 checked; the file identical",
+    )
 }
 
 fn main() {

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tally_ledger::Store;
 
 use crate::cli::{InitArgs, RunArgs};
-use crate::content::{CONTENT_DIR, ContentStore};
 use crate::daemon::api::NodeHandle;
 use crate::daemon::{Behaviour, Node, NodeFile, NodeParts, node_file_path};
 use crate::id_cmd::{self, write_json_line};
@@ -62,31 +60,12 @@ async fn run_node(
     let data_dir = &context.data_dir;
     let identity = id_cmd::load_identity(data_dir)?;
     let api_key = id_cmd::read_api_key(data_dir)?;
-    let store = Store::open(
-        data_dir.store_dir(),
-        context.config.network_id(),
-        context.config.store_config(),
-    )
-    .map_err(|e| match e {
-        tally_ledger::StoreError::Locked { .. } => anyhow::anyhow!(
-            "{e}\nIs a node already running for {}? `tally status` asks it.",
-            data_dir.root().display()
-        ),
-        other => other.into(),
-    })?;
-    let content = ContentStore::open(data_dir.root().join(CONTENT_DIR))
-        .context("cannot open the content store")?;
-    let node = Node::start(NodeParts {
-        identity,
-        config: context.config.clone(),
-        store,
-        content,
-        behaviour: Behaviour {
-            never_sign: args.never_sign,
-            ..Behaviour::default()
-        },
-    })
-    .await?;
+    let behaviour = Behaviour {
+        never_sign: args.never_sign,
+        ..Behaviour::default()
+    };
+    let parts = NodeParts::open(data_dir.root(), identity, context.config.clone(), behaviour)?;
+    let node = Node::start(parts).await?;
     let shared = Arc::clone(node.shared());
 
     let api_listen = context.config.node.api_listen;

@@ -154,6 +154,39 @@ pub struct NodeParts {
     pub behaviour: Behaviour,
 }
 
+impl NodeParts {
+    /// Opens the receipt store (`root/store`) and the content store (`root/content`) of a data
+    /// directory: what `tally run`, the tests and the benches start a node from.
+    pub fn open(
+        root: &std::path::Path,
+        identity: Identity,
+        config: Config,
+        behaviour: Behaviour,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(
+            root.join(crate::data_dir::STORE_DIR),
+            config.network_id(),
+            config.store_config(),
+        )
+        .map_err(|e| match e {
+            tally_ledger::StoreError::Locked { .. } => anyhow::anyhow!(
+                "{e}\nIs a node already running for {}? `tally status` asks it.",
+                root.display()
+            ),
+            other => other.into(),
+        })?;
+        let content = ContentStore::open(root.join(crate::content::CONTENT_DIR))
+            .context("cannot open the content store")?;
+        Ok(Self {
+            identity,
+            config,
+            store,
+            content,
+            behaviour,
+        })
+    }
+}
+
 /// A started node. Drop does not stop it: call [`Node::shutdown`].
 pub struct Node {
     shared: Arc<Shared>,

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_ledger::{Identity, NetworkId, Pair, PeerId, Store};
+use tally_ledger::{Identity, NetworkId, Pair, PeerId};
 use tally_node::config::{Config, PeerAddr};
-use tally_node::content::{ContentId, ContentStore};
+use tally_node::content::ContentId;
 use tally_node::daemon::fetch::{self, Phase};
 use tally_node::daemon::{Behaviour, Node, NodeParts, Shared, peers};
 use tally_node::transport::{Endpoint, TransportConfig};
@@ -45,22 +45,8 @@ impl TestNode {
         config.node.listen = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
         let identity = Identity::from_secret_bytes(secret);
-        let store = Store::open(
-            dir.path().join("store"),
-            config.network_id(),
-            config.store_config(),
-        )
-        .unwrap();
-        let content = ContentStore::open(dir.path().join("content")).unwrap();
-        let node = Node::start(NodeParts {
-            identity,
-            config,
-            store,
-            content,
-            behaviour,
-        })
-        .await
-        .unwrap();
+        let parts = NodeParts::open(dir.path(), identity, config, behaviour).unwrap();
+        let node = Node::start(parts).await.unwrap();
         Self { node, dir, secret }
     }
 
