@@ -69,11 +69,12 @@
 //! runs a small smoke test in a few seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use tally_ledger::sync::{
-    Bound, Key, Message, SyncItems, SyncParams, initiate_whole_with, initiate_with, respond_with,
+    Bound, Key, Message, ShortId, SyncItems, SyncParams, initiate_whole_with, initiate_with,
+    resolve, respond_with, short_id, wanted,
 };
 use tally_ledger::{Identity, NetworkId, Pair, PeerId, Receipt, ReceiptBody};
 
@@ -85,6 +86,12 @@ const TAG: usize = 1;
 const DIGEST: usize = 32;
 /// Most receipts in one `Receipts` frame.
 const RECEIPTS_PER_FRAME: usize = 512;
+/// Most short ids a hello announces, and a `Want` names.
+const MAX_ANNOUNCED: usize = 512;
+/// Bytes of a short id.
+const SHORT_ID: usize = 8;
+/// The node's announcement window, in gossip intervals (rounds).
+const ANNOUNCE_ROUNDS: usize = 3;
 /// Seconds between a node's sessions, to turn rounds into time (arithmetic only).
 const INTERVAL_S: f64 = 1.0;
 /// Identities in the pool (part 2's ledger is made among all of them, as in the sync bench).
@@ -138,9 +145,23 @@ fn tag_frame() -> usize {
     LENGTH_PREFIX + TAG
 }
 
-/// `GossipFrame::Hello`.
+/// `GossipFrame::Hello` of an old node, without announcements.
 fn hello_frame(conflicts: u32) -> usize {
     LENGTH_PREFIX + TAG + DIGEST + varint_len(u64::from(conflicts))
+}
+
+/// `GossipFrame::Hello` under `protocol`, announcing `announced` short ids.
+fn hello_bytes(protocol: &Protocol, announced: usize) -> usize {
+    if protocol.announce == 0 {
+        hello_frame(0)
+    } else {
+        hello_frame(0) + varint_len(announced as u64) + SHORT_ID * announced
+    }
+}
+
+/// `GossipFrame::Want` naming `count` short ids.
+fn want_frame(count: usize) -> usize {
+    LENGTH_PREFIX + TAG + varint_len(count as u64) + SHORT_ID * count
 }
 
 /// `GossipFrame::Sync` carrying an encoded message of `len` bytes.
@@ -389,6 +410,8 @@ struct Protocol {
     push: Push,
     opening: Opening,
     params: SyncParams,
+    /// Hellos announce the receipts learned in the last this many rounds (0: no announcements).
+    announce: usize,
 }
 
 impl Protocol {
@@ -400,6 +423,7 @@ impl Protocol {
             push: Push::None,
             opening: Opening::Whole,
             params: SyncParams::default(),
+            announce: ANNOUNCE_ROUNDS,
         }
     }
 
@@ -416,6 +440,7 @@ impl Protocol {
             push: Push::None,
             opening,
             params: SyncParams::new(branching, threshold, budget).expect("valid parameters"),
+            announce: 0,
         }
     }
 
@@ -430,8 +455,12 @@ impl Protocol {
             Push::Flood(k) => format!(", flood push k = {k}"),
             Push::Parties(k) => format!(", parties push k = {k}"),
         };
+        let announce = match self.announce {
+            0 => String::new(),
+            w => format!(", announce {w}"),
+        };
         format!(
-            "{opening}, {} / {}{push}",
+            "{opening}, {} / {}{announce}{push}",
             self.params.branching(),
             self.params.items_threshold()
         )
@@ -442,6 +471,7 @@ impl Protocol {
             && self.push == other.push
             && self.opening == other.opening
             && self.params == other.params
+            && self.announce == other.announce
     }
 }
 
@@ -457,6 +487,8 @@ enum Opening {
 
 struct Node {
     items: SyncItems,
+    /// The items' marks at the start of the last `announce` rounds, oldest first.
+    marks: VecDeque<u64>,
     /// Synchronous rounds: what was received this round, applied at its end.
     pending: Vec<(Key, u64)>,
 }
@@ -474,6 +506,8 @@ struct Sim<'p> {
     to_push: VecDeque<(usize, Key, u64, Option<usize>)>,
     /// The last session's `Sync` and `Receipts` frames, in order: (is `Receipts`, bytes).
     frames: Vec<(bool, usize)>,
+    /// The two sides of the session running (synchronous rounds).
+    in_session: Vec<usize>,
 }
 
 impl<'p> Sim<'p> {
@@ -487,6 +521,7 @@ impl<'p> Sim<'p> {
             nodes: (0..n)
                 .map(|_| Node {
                     items: shared.union.clone(),
+                    marks: VecDeque::new(),
                     pending: Vec::new(),
                 })
                 .collect(),
@@ -496,13 +531,22 @@ impl<'p> Sim<'p> {
             traffic: Traffic::default(),
             to_push: VecDeque::new(),
             frames: Vec::new(),
+            in_session: Vec::new(),
         }
     }
 
     /// `node` receives (or makes) `seq` of `key`, from `from`.
     fn learn(&mut self, node: usize, key: Key, seq: u64, from: Option<usize>) {
         match self.protocol.rounds {
-            Rounds::Synchronous => self.nodes[node].pending.push((key, seq)),
+            Rounds::Synchronous => {
+                // The session that received it knows it for the rest of the session (the node
+                // stores a batch before it goes on), so `items` holds it until the session ends
+                // (see `session`); other sessions of this round do not.
+                if self.in_session.contains(&node) {
+                    self.nodes[node].items.insert(key, seq);
+                }
+                self.nodes[node].pending.push((key, seq));
+            }
             Rounds::Sequential => {
                 if self.nodes[node].items.insert(key, seq) {
                     if let Push::Flood(_) = self.protocol.push {
@@ -572,17 +616,104 @@ impl<'p> Sim<'p> {
         self.make_between(uploader, downloader);
     }
 
-    /// One session, `initiator` with `responder`, every frame counted.
+    /// What `node` announces in its hello: what it learned in the announcement window.
+    fn announcement(&self, node: usize) -> Vec<(ShortId, Key)> {
+        let node = &self.nodes[node];
+        match node.marks.front() {
+            Some(&mark) if self.protocol.announce > 0 => {
+                node.items.changed_since(mark, MAX_ANNOUNCED)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sends `sides[from]` the receipts of `keys`, which `sides[1 - from]` announced and holds,
+    /// in `Receipts` frames; returns their bytes.
+    fn push_keys(&mut self, sides: [usize; 2], from: usize, keys: &[Key]) -> usize {
+        let mut bytes = 0;
+        for frame in keys.chunks(RECEIPTS_PER_FRAME) {
+            let mut receipts = Vec::with_capacity(frame.len());
+            for key in frame {
+                let seq = self.nodes[sides[from]]
+                    .items
+                    .get(key)
+                    .expect("sends what it holds");
+                receipts.push((*key, seq, self.ledger.made[&(*key, seq)].1));
+            }
+            let receipt_bytes: usize = receipts.iter().map(|r| r.2).sum();
+            bytes += receipts_frame(receipts.len(), receipt_bytes);
+            self.frames
+                .push((true, receipts_frame(receipts.len(), receipt_bytes)));
+            self.traffic.receipt_bytes += receipt_bytes as u64;
+            self.traffic.receipts += receipts.len() as u64;
+            for (key, seq, _) in receipts {
+                self.learn(sides[1 - from], key, seq, Some(sides[from]));
+            }
+        }
+        bytes
+    }
+
+    /// One session, `initiator` with `responder`, every frame counted. In synchronous rounds,
+    /// what a side receives counts for the rest of this session only; it is applied for good at
+    /// the round's end.
     fn session(&mut self, initiator: usize, responder: usize) {
+        if self.protocol.rounds == Rounds::Synchronous {
+            let saved = [
+                self.nodes[initiator].items.clone(),
+                self.nodes[responder].items.clone(),
+            ];
+            self.in_session = vec![initiator, responder];
+            self.exchange(initiator, responder);
+            self.in_session.clear();
+            let [a, b] = saved;
+            self.nodes[initiator].items = a;
+            self.nodes[responder].items = b;
+        } else {
+            self.exchange(initiator, responder);
+        }
+    }
+
+    fn exchange(&mut self, initiator: usize, responder: usize) {
         let sides = [initiator, responder];
-        let mut bytes = tag_frame() + 2 * hello_frame(0);
+        self.frames.clear();
+        let announced = [self.announcement(initiator), self.announcement(responder)];
+        let mut bytes = tag_frame()
+            + hello_bytes(&self.protocol, announced[0].len())
+            + hello_bytes(&self.protocol, announced[1].len());
+        // Each side names the announced items it lacks (a `Want` frame when the other side
+        // announced any), both before either side's pushes arrive; then each pushes what was
+        // named (a `Receipts` frame when anything was).
+        let wants: Vec<Vec<Key>> = (0..2)
+            .map(|side| {
+                let other = &announced[1 - side];
+                if other.is_empty() {
+                    return Vec::new();
+                }
+                // What the side received this round and applies at its end (synchronous rounds)
+                // it does not ask for again, as the node does not ask for what another of its
+                // sessions is fetching.
+                let node = &self.nodes[sides[side]];
+                let pending: HashSet<ShortId> =
+                    node.pending.iter().map(|(k, s)| short_id(k, *s)).collect();
+                let ids: Vec<ShortId> = other
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !pending.contains(id))
+                    .collect();
+                let want = wanted(&node.items, &ids, MAX_ANNOUNCED);
+                bytes += want_frame(want.len());
+                resolve(other, &want)
+            })
+            .collect();
+        for (side, keys) in wants.iter().enumerate() {
+            bytes += self.push_keys(sides, 1 - side, keys);
+        }
         let params = self.protocol.params;
         let items = &self.nodes[initiator].items;
         let mut message = match self.protocol.opening {
             Opening::Whole => initiate_whole_with(items, &params),
             Opening::Split => initiate_with(items, &params),
         };
-        self.frames.clear();
         let mut sender = 0;
         loop {
             let encoded = message.encode();
@@ -594,25 +725,7 @@ impl<'p> Sim<'p> {
             let decoded = Message::decode(&encoded).expect("our own message decodes");
             let reply = respond_with(&self.nodes[sides[receiver]].items, &decoded, &params)
                 .expect("our own message is valid");
-            for frame in reply.send.chunks(RECEIPTS_PER_FRAME) {
-                let mut receipts = Vec::with_capacity(frame.len());
-                for key in frame {
-                    let seq = self.nodes[sides[receiver]]
-                        .items
-                        .get(key)
-                        .expect("sends what it holds");
-                    receipts.push((*key, seq, self.ledger.made[&(*key, seq)].1));
-                }
-                let receipt_bytes: usize = receipts.iter().map(|r| r.2).sum();
-                bytes += receipts_frame(receipts.len(), receipt_bytes);
-                self.frames
-                    .push((true, receipts_frame(receipts.len(), receipt_bytes)));
-                self.traffic.receipt_bytes += receipt_bytes as u64;
-                self.traffic.receipts += receipts.len() as u64;
-                for (key, seq, _) in receipts {
-                    self.learn(sides[sender], key, seq, Some(sides[receiver]));
-                }
-            }
+            bytes += self.push_keys(sides, receiver, &reply.send);
             match reply.message {
                 Some(next) => {
                     message = next;
@@ -631,6 +744,13 @@ impl<'p> Sim<'p> {
     /// One round with `load` new receipts made between random nodes at random moments in it.
     fn round(&mut self, load: usize) {
         let n = self.nodes.len();
+        let window = self.protocol.announce;
+        for node in &mut self.nodes {
+            node.marks.push_back(node.items.mark());
+            while node.marks.len() > window {
+                node.marks.pop_front();
+            }
+        }
         let mut order: Vec<usize> = (0..n).collect();
         self.rng.shuffle(&mut order);
         let mut made = vec![0usize; n];
@@ -974,6 +1094,7 @@ fn main() {
     eager(&setup, &config, &mut done);
     println!("  ({:.1} s so far)", started.elapsed().as_secs_f64());
     variants(&setup, &config, &mut done);
+    windows(&setup, &config, &mut done);
     println!();
     println!(
         "done in {:.1} s; load average {}",
@@ -1057,7 +1178,7 @@ fn idle(pool: &Pool, config: &Config) {
             let total = sim.traffic.bytes as usize;
             assert_eq!(sim.traffic.receipts, 0);
             assert_eq!(sim.traffic.messages, 1, "nothing changed takes one Sync");
-            let first = total - 2 * tag_frame() - 2 * hello_frame(0);
+            let first = total - 2 * tag_frame() - 2 * hello_bytes(&protocol, 0);
             let opening = match protocol.opening {
                 Opening::Split => initiate_with(&ledger.union, &protocol.params),
                 Opening::Whole => initiate_whole_with(&ledger.union, &protocol.params),
@@ -1072,7 +1193,7 @@ fn idle(pool: &Pool, config: &Config) {
                 thousands(pairs as u64),
                 protocol.label(),
                 tag_frame(),
-                2 * hello_frame(0),
+                2 * hello_bytes(&protocol, 0),
                 tag_frame(),
                 if total <= 2048 { "yes" } else { "**no**" }
             );
@@ -1272,6 +1393,49 @@ fn variants(setup: &Setup, config: &Config, done: &mut Done) {
             for per_round in loads(n) {
                 let run = done.load(setup, n, per_round, protocol);
                 print_load(&label, n, per_round, &run);
+            }
+        }
+    }
+}
+
+/// Part 6: announcement windows: hellos that name (8-byte short ids) the receipts learned in
+/// the last W rounds, and what they cost and save.
+fn windows(setup: &Setup, config: &Config, done: &mut Done) {
+    let node = Protocol::node(Rounds::Sequential);
+    println!();
+    println!(
+        "6. Announcements (sequential rounds): each hello names, by 8-byte short ids, the receipts its sender learned in the last W rounds (at most {MAX_ANNOUNCED}); each side names in a `Want` frame those it lacks, and receives them before the reconciliation starts. W = 0: no announcements. The node runs W = {ANNOUNCE_ROUNDS}."
+    );
+    println!();
+    load_header("window W");
+    for &n in &config.load_sizes {
+        for window in [0, 1, 2, 3, 4] {
+            let protocol = Protocol {
+                announce: window,
+                ..node
+            };
+            for per_round in loads(n) {
+                let run = done.load(setup, n, per_round, protocol);
+                print_load(
+                    &format!("W = {window}{}", role(&protocol)),
+                    n,
+                    per_round,
+                    &run,
+                );
+            }
+        }
+    }
+    println!();
+    spread_header("window W, holders");
+    for &n in config.sizes.iter().filter(|&&n| n <= 100) {
+        for window in [0, 2, 3, 4] {
+            for holders in [Holders::One, Holders::Both] {
+                let protocol = Protocol {
+                    announce: window,
+                    ..node
+                };
+                let runs = spreads(setup, n, protocol, holders, config.seeds);
+                print_spread(&format!("W = {window}, {holders:?}"), n, &runs);
             }
         }
     }

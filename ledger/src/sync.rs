@@ -62,6 +62,7 @@
 //! [`Reply::send`] up in its store and pushes those receipts, and verifies what it receives before
 //! it applies it and inserts it here.
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -101,6 +102,46 @@ pub const MAX_REPLY_BUDGET: usize = 128 * 1024;
 
 /// The smallest reply budget [`SyncParams`] accepts.
 pub const MIN_REPLY_BUDGET: usize = 1024;
+
+/// Changes [`SyncItems`] remembers for [`SyncItems::changed_since`].
+pub const JOURNAL_CAPACITY: usize = 4096;
+
+/// The short id of an item: the first 8 bytes of its [`Fingerprint::of_item`] hash. What a
+/// gossip session announces of a receipt it learned lately.
+pub type ShortId = [u8; 8];
+
+/// The [`ShortId`] of `seq` of `key`.
+pub fn short_id(key: &Key, seq: u64) -> ShortId {
+    short(Fingerprint::of_item(key, seq).0)
+}
+
+/// The [`ShortId`] of an item's hash.
+fn short(hash: u128) -> ShortId {
+    (hash as u64).to_le_bytes()
+}
+
+/// Of `announced` ids, those not held: what to ask the announcer for. At most `max`, in order.
+pub fn wanted(items: &SyncItems, announced: &[ShortId], max: usize) -> Vec<ShortId> {
+    let mut out: Vec<ShortId> = Vec::new();
+    for id in announced {
+        if out.len() >= max {
+            break;
+        }
+        if !items.holds(*id) && !out.contains(id) {
+            out.push(*id);
+        }
+    }
+    out
+}
+
+/// The keys of the `wanted` ids among `announced` (what this side announced), in `wanted`'s
+/// order; ids it never announced are skipped.
+pub fn resolve(announced: &[(ShortId, Key)], wanted: &[ShortId]) -> Vec<Key> {
+    wanted
+        .iter()
+        .filter_map(|id| announced.iter().find(|(a, _)| a == id).map(|(_, key)| *key))
+        .collect()
+}
 
 /// Domain separator of an item's hash.
 const ITEM_DOMAIN: &[u8] = b"tally/sync/v1/item";
@@ -1055,13 +1096,29 @@ struct Pos {
 /// binary searches; inserts and removals add a move and a prefix update of at most 256 entries;
 /// a range's fingerprint is two lookups plus one addition per chunk it covers; the whole set's is
 /// the running total. 88 bytes per item (key, seq, prefix sum) when built from a list, up to about
-/// twice that in chunks that inserts have grown.
+/// twice that in chunks that inserts have grown, plus 9–18 bytes per item for the set of their
+/// [`ShortId`]s and about 330 KB for the journal of the latest [`JOURNAL_CAPACITY`] changes,
+/// which gossip announces ([`SyncItems::changed_since`], [`wanted`], [`resolve`]).
 #[derive(Clone, Debug, Default)]
 pub struct SyncItems {
     /// Sorted, disjoint, each non-empty.
     chunks: Vec<Chunk>,
     len: usize,
     total: u128,
+    /// The [`ShortId`] of every item, so an announced item is known held without its key.
+    ids: HashSet<ShortId>,
+    /// The latest changes, oldest first, at most [`JOURNAL_CAPACITY`]: what gossip announces.
+    journal: VecDeque<Change>,
+    /// Changes made since the index was built: the mark of the next change.
+    changes: u64,
+}
+
+/// One change of [`SyncItems`]: `key` went to `seq`.
+#[derive(Clone, Copy, Debug)]
+struct Change {
+    mark: u64,
+    key: Key,
+    seq: u64,
 }
 
 impl FromIterator<(Key, u64)> for SyncItems {
@@ -1085,10 +1142,18 @@ impl FromIterator<(Key, u64)> for SyncItems {
             .map(|part| Chunk::new(part.to_vec()))
             .collect();
         let total = chunks.iter().fold(0u128, |t, c| t.wrapping_add(c.sum()));
+        // Each item's hash is the difference of two neighbouring prefix sums: no second hashing.
+        let ids = chunks
+            .iter()
+            .flat_map(|c| c.prefix.windows(2).map(|w| short(w[1].wrapping_sub(w[0]))))
+            .collect();
         Self {
             len: entries.len(),
             chunks,
             total,
+            ids,
+            journal: VecDeque::new(),
+            changes: 0,
         }
     }
 }
@@ -1140,6 +1205,8 @@ impl SyncItems {
             self.total = entry.hash();
             self.len = 1;
             self.chunks.push(Chunk::new(vec![entry]));
+            self.ids.insert(short(self.total));
+            self.note(key, seq);
             return true;
         };
         match chunk.entries.binary_search_by(|e| e.key.cmp(&key)) {
@@ -1150,10 +1217,14 @@ impl SyncItems {
                 if held.seq >= seq {
                     return false;
                 }
-                let delta = entry.hash().wrapping_sub(held.hash());
+                let (old, new) = (held.hash(), entry.hash());
                 *held = entry;
+                let delta = new.wrapping_sub(old);
                 chunk.shift(at + 1, delta);
                 self.total = self.total.wrapping_add(delta);
+                self.ids.remove(&short(old));
+                self.ids.insert(short(new));
+                self.note(key, seq);
                 true
             }
             Err(at) => {
@@ -1181,9 +1252,52 @@ impl SyncItems {
                     }
                     self.chunks.insert(index + 1, tail);
                 }
+                self.ids.insert(short(hash));
+                self.note(key, seq);
                 true
             }
         }
+    }
+
+    /// Journals a change, dropping the oldest past [`JOURNAL_CAPACITY`].
+    fn note(&mut self, key: Key, seq: u64) {
+        if self.journal.len() == JOURNAL_CAPACITY {
+            self.journal.pop_front();
+        }
+        self.journal.push_back(Change {
+            mark: self.changes,
+            key,
+            seq,
+        });
+        self.changes += 1;
+    }
+
+    /// The mark of the next change: [`SyncItems::changed_since`] a mark taken now lists the
+    /// changes made after now.
+    pub fn mark(&self) -> u64 {
+        self.changes
+    }
+
+    /// Whether an item of this [`ShortId`] is held (up to collisions of 64-bit ids, which cost
+    /// one receipt pushed in vain, never a receipt missed: reconciliation follows).
+    pub fn holds(&self, id: ShortId) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Items changed at or after `mark` and still held at that seq, newest first, at most `max`
+    /// (and at most the [`JOURNAL_CAPACITY`] latest changes): what gossip announces.
+    pub fn changed_since(&self, mark: u64, max: usize) -> Vec<(ShortId, Key)> {
+        let mut out = Vec::new();
+        for change in self.journal.iter().rev() {
+            if change.mark < mark || out.len() >= max {
+                break;
+            }
+            // A key changed twice appears twice; only its current seq is announced.
+            if self.get(&change.key) == Some(change.seq) {
+                out.push((short_id(&change.key, change.seq), change.key));
+            }
+        }
+        out
     }
 
     /// Forgets `key` (its receipt was evicted). Returns the seq that was held.
@@ -1193,6 +1307,7 @@ impl SyncItems {
         let at = chunk.entries.binary_search_by(|e| e.key.cmp(key)).ok()?;
         let entry = chunk.entries.remove(at);
         let hash = chunk.sum_between(at, at + 1);
+        self.ids.remove(&short(hash));
         chunk.prefix.remove(at + 1);
         chunk.shift(at + 1, hash.wrapping_neg());
         if let Some(last) = chunk.entries.last() {

@@ -6,7 +6,10 @@
 //!   at one node, for N = 10 and 30 (several trials each);
 //! - **conflict**: seconds until every one of N = 100 nodes holds a conflict proof learned at
 //!   one node (flooded at once, not left to the periodic sync);
-//! - **idle**: gossip bytes per node per second when nothing changes.
+//! - **idle**: gossip bytes per node per second when nothing changes;
+//! - **steady**: gossip bytes per new receipt per node while receipts are made between random
+//!   nodes at 1 and at N/10 per interval (N = 30), from the first until every node holds every
+//!   one, against the receipt's encoded size (target ≤ 3×).
 //!
 //! The sans-I/O propagation model for rounds at larger N is `ledger/benches/gossip.rs`.
 //!
@@ -223,6 +226,72 @@ async fn spread(n: usize, interval: Duration, trials: usize) {
     stop(nodes).await;
 }
 
+/// Gossip bytes per new receipt per node while `per_interval` receipts are made each interval
+/// for `intervals` intervals between random nodes (both parties hold each at once).
+async fn steady(n: usize, interval: Duration, per_interval: usize, intervals: usize) {
+    let nodes = network(n, interval, 3).await;
+    // As in `spread`: the start's records stop being news first.
+    tokio::time::sleep(interval * (tally_node::gossip::RUMOUR_INTERVALS + 12)).await;
+    let idle_from = (
+        Instant::now(),
+        nodes.iter().map(BenchNode::bytes_received).sum::<u64>(),
+    );
+    tokio::time::sleep(interval * 5).await;
+    let idle_bytes = nodes.iter().map(BenchNode::bytes_received).sum::<u64>() - idle_from.1;
+    let idle_rate = idle_bytes as f64 / idle_from.0.elapsed().as_secs_f64();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut made: Vec<Receipt> = Vec::new();
+    let mut seqs = std::collections::HashMap::new();
+    let before: u64 = nodes.iter().map(BenchNode::bytes_received).sum();
+    let start = Instant::now();
+    for _ in 0..intervals {
+        for _ in 0..per_interval {
+            let up = rng.random_range(0..n);
+            let down = (up + rng.random_range(1..n)) % n;
+            let seq = seqs.entry((up, down)).or_insert(0u64);
+            *seq += 1;
+            let receipt = receipt(&nodes[up].identity, &nodes[down].identity, *seq);
+            let verified = receipt.verify(&net()).unwrap();
+            nodes[up].shared().store.apply(&verified).unwrap();
+            nodes[down].shared().store.apply(&verified).unwrap();
+            made.push(receipt);
+        }
+        tokio::time::sleep(interval).await;
+    }
+    let latest: std::collections::HashMap<_, Receipt> =
+        made.iter().map(|r| (r.pair(), *r)).collect();
+    let all_hold = || {
+        nodes
+            .iter()
+            .filter(|b| {
+                latest
+                    .values()
+                    .all(|r| b.shared().store.latest(&r.pair()).unwrap().as_ref() == Some(r))
+            })
+            .count()
+    };
+    let spread_s = until(start, n, all_hold).await;
+    let bytes = nodes.iter().map(BenchNode::bytes_received).sum::<u64>() - before;
+    let mean_size = made
+        .iter()
+        .map(|r| postcard::to_allocvec(r).unwrap().len())
+        .sum::<usize>() as f64
+        / made.len() as f64;
+    let per = |b: f64| b / (made.len() * n) as f64;
+    let idle = idle_rate * spread_s;
+    println!(
+        "| {n} | {per_interval} | {} | {mean_size:.1} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {} |",
+        made.len(),
+        spread_s,
+        per(bytes as f64),
+        per(bytes as f64) / mean_size,
+        per(bytes as f64 - idle),
+        per(bytes as f64 - idle) / mean_size,
+        load()
+    );
+    stop(nodes).await;
+}
+
 /// Seconds until all `n` nodes mark both keys of a conflict proof dishonest.
 async fn conflict(n: usize, interval: Duration) {
     let started = Instant::now();
@@ -292,6 +361,19 @@ fn main() {
     println!("|---:|---:|---|---|---:|---:|---:|---:|---|");
     for &n in sizes {
         runtime.block_on(spread(n, interval, trials));
+    }
+    let (steady_n, steady_intervals) = if benchmarking { (30, 20) } else { (5, 3) };
+    println!();
+    println!(
+        "steady load: receipts made between random nodes each interval for {steady_intervals} intervals; bytes from the first until every node holds all, per receipt per node; marginal: less the idle rate over that time"
+    );
+    println!();
+    println!(
+        "| N | new receipts per interval | made | receipt bytes | until all hold all, s | bytes per receipt per node | × receipt | marginal | marginal × receipt | load |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for per_interval in [1, (steady_n / 10).max(1), steady_n] {
+        runtime.block_on(steady(steady_n, interval, per_interval, steady_intervals));
     }
     println!();
     println!("a conflict proof learned at one node (flooded at once)");

@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use tally_ledger::sync::ShortId;
 use tally_ledger::{ConflictProof, Proposal, Receipt};
 
 use crate::content::ContentId;
@@ -125,6 +126,9 @@ pub const MAX_CONFLICTS_PER_FRAME: usize = 64;
 pub const MAX_PROVIDER_RECORDS_PER_FRAME: usize = 256;
 /// Peer records in one [`GossipFrame::Records`] at most.
 pub const MAX_PEER_RECORDS_PER_FRAME: usize = 64;
+/// Short ids in [`GossipHello::recent`] and in one [`GossipFrame::Want`] at most, so the
+/// receipts named fit one [`GossipFrame::Receipts`].
+pub const MAX_ANNOUNCED: usize = MAX_RECEIPTS_PER_FRAME;
 
 /// What travels on a gossip stream after [`Request::Gossip`], both ways.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,10 +146,14 @@ pub enum GossipFrame {
     Receipts(Vec<Receipt>),
     /// The sender has nothing more to say: ends its turn and the session.
     End,
+    /// The short ids of [`GossipHello::recent`] the sender lacks (at most [`MAX_ANNOUNCED`]),
+    /// sent only when the other side announced any; the other side answers with one
+    /// [`GossipFrame::Receipts`] when this is not empty.
+    Want(Vec<ShortId>),
 }
 
 /// The opening of a gossip session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipHello {
     /// Conflict proofs the sender holds.
     pub conflicts: u32,
@@ -155,6 +163,11 @@ pub struct GossipHello {
     /// The address the sender sees the receiver's connection come from, so a node bound to an
     /// unspecified address learns how others reach it (for its peer record).
     pub observed: SocketAddr,
+    /// Short ids (`tally_ledger::sync::short_id`) of the receipts the sender learned in its
+    /// last [`crate::gossip::ANNOUNCE_INTERVALS`] gossip intervals, newest first, at most
+    /// [`MAX_ANNOUNCED`]: the receiver asks for those it lacks before reconciling, so a receipt
+    /// or two costs 8 bytes a session, not a reconciliation's descent to them.
+    pub recent: Vec<ShortId>,
 }
 
 /// Provider and peer records, sent once per session each way.

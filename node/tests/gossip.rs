@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::{TestNode, finished, payload, raw_client, wait_until};
 use rand::{RngExt as _, SeedableRng as _};
+use tally_ledger::sync::{ShortId, pair_key, short_id};
 use tally_ledger::{ConflictProof, Identity, NetworkId, Receipt, ReceiptBody, Signature};
 use tally_node::config::Config;
 use tally_node::content::{CHUNK_SIZE, ContentId};
@@ -24,7 +25,8 @@ use tally_node::gossip::records::ProviderRecord;
 use tally_node::gossip::session;
 use tally_node::transport::{Connection, FrameReader, FrameWriter};
 use tally_node::wire::{
-    GossipFrame, GossipHello, MAX_GOSSIP_FRAME, MAX_RESPONSE_FRAME, Records, Request, Response,
+    GossipFrame, GossipHello, MAX_ANNOUNCED, MAX_GOSSIP_FRAME, MAX_RESPONSE_FRAME, Records,
+    Request, Response,
 };
 
 /// Generous for a loaded two-core machine; convergence itself takes a few seconds.
@@ -190,9 +192,12 @@ async fn receipts_and_a_conflict_proof_reach_all_30_nodes_despite_a_flood_and_a_
     stop_all(nodes).await;
 }
 
-/// Opens a raw gossip session with `conn`'s node: sends the request and a hello, reads the
-/// verdict and the node's hello. `None` when the node refused.
-async fn raw_session(conn: &Connection) -> Option<(FrameWriter, FrameReader)> {
+/// Opens a raw gossip session with `conn`'s node: sends the request and a hello announcing
+/// `recent`, reads the verdict and the node's hello. `None` when the node refused.
+async fn raw_session_announcing(
+    conn: &Connection,
+    recent: Vec<ShortId>,
+) -> Option<(FrameWriter, FrameReader, GossipHello)> {
     let (mut writer, mut reader) = conn.open_bi().await.ok()?;
     writer.send(&Request::Gossip).await.ok()?;
     writer.set_max_frame(MAX_GOSSIP_FRAME);
@@ -201,6 +206,7 @@ async fn raw_session(conn: &Connection) -> Option<(FrameWriter, FrameReader)> {
             conflicts: 0,
             conflicts_digest: [0; 32],
             observed: conn.remote_addr(),
+            recent,
         }))
         .await
         .ok()?;
@@ -211,9 +217,25 @@ async fn raw_session(conn: &Connection) -> Option<(FrameWriter, FrameReader)> {
     }
     reader.set_max_frame(MAX_GOSSIP_FRAME);
     match reader.recv::<GossipFrame>().await.ok()?? {
-        GossipFrame::Hello(_) => Some((writer, reader)),
+        GossipFrame::Hello(hello) => Some((writer, reader, hello)),
         _ => None,
     }
+}
+
+/// A raw session that announces nothing. The frames a client sends next: `Records`, then, if
+/// the node's hello announced receipts, a `Want` (see [`records_then_want`]).
+async fn raw_session(conn: &Connection) -> Option<(FrameWriter, FrameReader, GossipHello)> {
+    raw_session_announcing(conn, Vec::new()).await
+}
+
+/// What a client that announced nothing sends after the hellos: records, and an empty want
+/// when the node announced something.
+fn records_then_want(records: Records, theirs: &GossipHello) -> Vec<GossipFrame> {
+    let mut frames = vec![GossipFrame::Records(records)];
+    if !theirs.recent.is_empty() {
+        frames.push(GossipFrame::Want(Vec::new()));
+    }
+    frames
 }
 
 /// Opens sessions on `conn` as fast as the node answers, until the node bans this client and
@@ -225,9 +247,11 @@ async fn flood(conn: Connection) -> usize {
             break;
         }
         match raw_session(&conn).await {
-            Some((mut writer, _reader)) => {
+            Some((mut writer, _reader, theirs)) => {
                 // A well-formed, empty session.
-                let _ = writer.send(&GossipFrame::Records(Records::default())).await;
+                for frame in records_then_want(Records::default(), &theirs) {
+                    let _ = writer.send(&frame).await;
+                }
                 let _ = writer.send(&GossipFrame::End).await;
             }
             None => refused += 1,
@@ -247,11 +271,13 @@ async fn victim_and_liar() -> (TestNode, tally_node::transport::Endpoint, Connec
     (victim, endpoint, conn)
 }
 
-/// Opens sessions at an honest pace and lies in each, until the victim bans the liar.
+/// Opens sessions at an honest pace, announcing `announce` in its hello, and lies in each,
+/// until the victim bans the liar.
 async fn lie_until_banned(
     victim: &TestNode,
     endpoint: &tally_node::transport::Endpoint,
     conn: &Connection,
+    announce: &[ShortId],
     lie: &[GossipFrame],
 ) {
     let liar = endpoint.peer_id();
@@ -259,10 +285,18 @@ async fn lie_until_banned(
         if victim.shared().peers.is_banned(&liar) {
             return;
         }
-        if let Some((mut writer, mut reader)) = raw_session(conn).await {
+        if let Some((mut writer, mut reader, theirs)) =
+            raw_session_announcing(conn, announce.to_vec()).await
+        {
             // A liar ignores the caps.
             writer.set_max_frame(16 << 20);
-            for frame in lie {
+            let mut frames = lie.to_vec();
+            // The lies open with records; an empty want follows them when the node announced.
+            if !theirs.recent.is_empty() && matches!(frames.first(), Some(GossipFrame::Records(_)))
+            {
+                frames.insert(1, GossipFrame::Want(Vec::new()));
+            }
+            for frame in &frames {
                 if writer.send(frame).await.is_err() {
                     break;
                 }
@@ -345,7 +379,7 @@ async fn forged_receipts_records_and_bad_or_oversized_summaries_are_refused_and_
     ];
     for (what, lie) in lies {
         let (victim, endpoint, conn) = victim_and_liar().await;
-        lie_until_banned(&victim, &endpoint, &conn, &lie).await;
+        lie_until_banned(&victim, &endpoint, &conn, &[], &lie).await;
         // Nothing invalid was stored (the valid receipt beside the half-signed one may be).
         let held = victim.latest(a.peer_id(), b.peer_id());
         assert!(
@@ -377,7 +411,7 @@ async fn a_peer_replaying_receipts_the_node_holds_is_banned() {
     let mut replay = vec![GossipFrame::Records(Records::default())];
     replay.extend(held.chunks(512).map(|c| GossipFrame::Receipts(c.to_vec())));
     replay.push(GossipFrame::End);
-    lie_until_banned(&victim, &endpoint, &conn, &replay).await;
+    lie_until_banned(&victim, &endpoint, &conn, &[], &replay).await;
     let stats = &victim.shared().gossip.stats;
     assert!(
         stats
@@ -391,6 +425,60 @@ async fn a_peer_replaying_receipts_the_node_holds_is_banned() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    victim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_receipts_are_asked_for_and_stored_and_an_oversized_announcement_is_banned() {
+    let (victim, endpoint, conn) = victim_and_liar().await;
+    let id = |r: &Receipt| short_id(&pair_key(&r.pair()), r.seq);
+    let who = |seed: u8| Identity::from_secret_bytes([seed; 32]);
+    let held = receipt(&who(1), &who(2), 1, 1 << 20);
+    victim
+        .shared()
+        .store
+        .apply(&held.verify(&net()).unwrap())
+        .unwrap();
+    let fresh = receipt(&who(3), &who(4), 4, 4 << 20);
+
+    // Announce one receipt the victim holds and one it lacks: it asks for the one it lacks.
+    let (mut writer, mut reader, theirs) =
+        raw_session_announcing(&conn, vec![id(&held), id(&fresh)])
+            .await
+            .expect("the victim takes the session");
+    for frame in records_then_want(Records::default(), &theirs) {
+        writer.send(&frame).await.unwrap();
+    }
+    let asked = loop {
+        match reader.recv::<GossipFrame>().await.unwrap() {
+            Some(GossipFrame::Records(_)) => continue,
+            Some(GossipFrame::Want(asked)) => break asked,
+            other => panic!("expected the victim's want, got {other:?}"),
+        }
+    };
+    assert_eq!(asked, vec![id(&fresh)], "only what it lacks");
+    writer
+        .send(&GossipFrame::Receipts(vec![fresh]))
+        .await
+        .unwrap();
+    // Whatever the victim announced and we did not want: nothing more comes before its turn.
+    writer.send(&GossipFrame::End).await.unwrap();
+    wait_until("the announced receipt is stored", CONVERGE, || {
+        victim.latest(fresh.uploader, fresh.downloader) == Some(fresh)
+    })
+    .await;
+    assert!(!victim.shared().peers.is_banned(&endpoint.peer_id()));
+
+    // Announcing more than the cap is a bad frame, and enough of them a ban.
+    let oversized = vec![[7u8; 8]; MAX_ANNOUNCED + 1];
+    lie_until_banned(
+        &victim,
+        &endpoint,
+        &conn,
+        &oversized,
+        &[GossipFrame::Records(Records::default())],
+    )
+    .await;
     victim.stop().await;
 }
 

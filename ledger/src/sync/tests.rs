@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::*;
 
@@ -274,6 +274,8 @@ fn check_index(items: &SyncItems, model: &BTreeMap<Key, u64>, rng: &mut Rng) {
         items.fingerprint(&Bound::START, &Bound::END),
         (model.len() as u64, total)
     );
+    let ids: HashSet<ShortId> = model.iter().map(|(k, s)| short_id(k, *s)).collect();
+    assert_eq!(items.ids, ids, "the short ids are those of the items held");
     for chunk in &items.chunks {
         assert!(!chunk.entries.is_empty() && chunk.entries.len() <= CHUNK_MAX);
         assert_eq!(chunk.prefix.len(), chunk.entries.len() + 1);
@@ -361,6 +363,71 @@ fn the_index_answers_like_a_sorted_map_through_splits_and_merges() {
     listed.extend(model.iter().map(|(k, s)| (*k, s - 1)));
     let built: SyncItems = listed.into_iter().collect();
     check_index(&built, &model, &mut rng);
+}
+
+#[test]
+fn the_journal_lists_what_changed_since_a_mark_newest_first_and_only_current_seqs() {
+    let mut items = index(&ledger(100, 30, 3));
+    assert!(
+        items.changed_since(0, 100).is_empty(),
+        "building is no change"
+    );
+    let before = items.mark();
+    let (a, b, c) = (pair(100, 101), pair(100, 102), pair(100, 103));
+    assert!(items.insert(a, 1));
+    let middle = items.mark();
+    assert!(items.insert(b, 4));
+    assert!(items.insert(a, 2));
+    assert!(!items.insert(b, 3), "an older seq is no change");
+    assert!(items.insert(c, 1));
+    assert_eq!(items.remove(&c), Some(1));
+    let listed = items.changed_since(before, 100);
+    assert_eq!(
+        listed,
+        vec![(short_id(&a, 2), a), (short_id(&b, 4), b)],
+        "newest first; a's older seq and the removed c are not announced"
+    );
+    assert_eq!(items.changed_since(middle, 1), vec![(short_id(&a, 2), a)]);
+    assert!(items.changed_since(items.mark(), 100).is_empty());
+    assert!(items.holds(short_id(&a, 2)) && items.holds(short_id(&b, 4)));
+    assert!(!items.holds(short_id(&a, 1)) && !items.holds(short_id(&c, 1)));
+
+    // The journal keeps the latest JOURNAL_CAPACITY changes.
+    let start = items.mark();
+    for i in 0..JOURNAL_CAPACITY as u64 + 10 {
+        items.insert(pair(200, 300 + i), 1);
+    }
+    let listed = items.changed_since(start, usize::MAX);
+    assert_eq!(listed.len(), JOURNAL_CAPACITY);
+    assert_eq!(listed[0].1, pair(200, 300 + JOURNAL_CAPACITY as u64 + 9));
+}
+
+#[test]
+fn announced_ids_resolve_to_what_the_other_side_lacks() {
+    let mine = index(&ledger(200, 40, 5));
+    let mut theirs = mine.clone();
+    let start = theirs.mark();
+    let new: Vec<Key> = (0..5).map(|i| pair(500, 600 + i)).collect();
+    for key in &new {
+        theirs.insert(*key, 1);
+    }
+    // They announce their five new items and one we hold too.
+    let mut announced = theirs.changed_since(start, 100);
+    let (held_key, held_seq) = mine.iter().map(|(k, s)| (*k, s)).next().unwrap();
+    announced.push((short_id(&held_key, held_seq), held_key));
+    let ids: Vec<ShortId> = announced.iter().map(|(id, _)| *id).collect();
+    let asked = wanted(&mine, &ids, 100);
+    assert_eq!(asked.len(), 5);
+    assert_eq!(wanted(&mine, &ids, 2).len(), 2, "at most max");
+    let mut keys = resolve(&announced, &asked);
+    keys.sort();
+    let mut expected = new.clone();
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert!(
+        resolve(&announced, &[[1; 8]]).is_empty(),
+        "unknown ids are skipped"
+    );
 }
 
 #[test]

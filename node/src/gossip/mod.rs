@@ -16,7 +16,7 @@ pub mod records;
 pub mod session;
 pub mod task;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rand::seq::IteratorRandom as _;
 use tally_ledger::PeerId;
+use tally_ledger::sync::ShortId;
 
 use crate::content::ContentId;
 use crate::wire::{MAX_PEER_RECORDS_PER_FRAME, MAX_PROVIDER_RECORDS_PER_FRAME, Records};
@@ -41,6 +42,11 @@ pub const MAX_KNOWN_PEERS: usize = 1_024;
 /// session with each newly connected peer (a random sample up to the frame's caps), so a late
 /// joiner learns them without idle sessions repeating them.
 pub const RUMOUR_INTERVALS: u32 = 8;
+/// A session's hello announces the receipts this node learned within this many gossip
+/// intervals (by 8-byte short ids; at most [`crate::wire::MAX_ANNOUNCED`]), so the peer takes
+/// them before reconciling: with a few new receipts, each costs 8 bytes a session and a push,
+/// not a reconciliation's descent (about 900 bytes). Older news is left to reconciliation.
+pub const ANNOUNCE_INTERVALS: u32 = 3;
 /// Sessions a peer may start with this node in a burst; refilled one per
 /// [`SESSION_REFILL`]. An honest node starts at most one per [`SESSION_REFILL`] with one peer.
 pub const SESSION_BURST: u32 = 4;
@@ -108,6 +114,12 @@ struct Tables {
     /// When a dial of a gossiped peer last failed (bounded by the peer table: pruned with it).
     failed_dials: HashMap<PeerId, Instant>,
     allowances: HashMap<PeerId, Allowance>,
+    /// The store's sync-index marks taken at each gossip tick within the announcement window,
+    /// oldest first.
+    marks: VecDeque<(Instant, u64)>,
+    /// Announced receipts some session has asked a peer for and not yet taken: another session
+    /// does not ask for them again. At most [`crate::wire::MAX_ANNOUNCED`] per session.
+    wanting: HashSet<ShortId>,
 }
 
 /// Why a peer's session was not taken.
@@ -124,6 +136,8 @@ pub struct Gossip {
     tables: Mutex<Tables>,
     /// How long a learned record stays hot.
     rumour_window: Duration,
+    /// How long a learned receipt is announced.
+    announce_window: Duration,
     /// What gossip did.
     pub stats: GossipStats,
 }
@@ -140,6 +154,28 @@ pub struct SessionSlot {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.gossip.tables().in_session.remove(&self.key);
+    }
+}
+
+/// Announced receipts one session is fetching (see [`Gossip::claim`]); released on drop.
+pub struct WantClaim {
+    gossip: Arc<Gossip>,
+    ids: Vec<ShortId>,
+}
+
+impl WantClaim {
+    /// The ids claimed.
+    pub fn ids(&self) -> &[ShortId] {
+        &self.ids
+    }
+}
+
+impl Drop for WantClaim {
+    fn drop(&mut self) {
+        let mut tables = self.gossip.tables();
+        for id in &self.ids {
+            tables.wanting.remove(id);
+        }
     }
 }
 
@@ -178,7 +214,47 @@ impl Gossip {
         Self {
             tables: Mutex::default(),
             rumour_window: gossip_interval * RUMOUR_INTERVALS,
+            announce_window: gossip_interval * ANNOUNCE_INTERVALS,
             stats: GossipStats::default(),
+        }
+    }
+
+    /// Notes the store's sync-index mark (`SyncItems::mark`) at a gossip tick.
+    pub fn note_mark(&self, now: Instant, mark: u64) {
+        let mut tables = self.tables();
+        tables.marks.push_back((now, mark));
+        let window = self.announce_window;
+        while tables
+            .marks
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
+        {
+            tables.marks.pop_front();
+        }
+    }
+
+    /// The mark from which a session announces receipts: the oldest noted within the
+    /// announcement window, or `current` (nothing to announce) before the first tick.
+    pub fn announce_since(&self, now: Instant, current: u64) -> u64 {
+        let window = self.announce_window;
+        self.tables()
+            .marks
+            .iter()
+            .find(|(at, _)| now.saturating_duration_since(*at) <= window)
+            .map_or(current, |(_, mark)| *mark)
+    }
+
+    /// Of `ids` a peer announced, those no other session is fetching; they are this session's
+    /// to fetch until the returned claim drops.
+    pub fn claim(self: &Arc<Self>, ids: Vec<ShortId>) -> WantClaim {
+        let mut tables = self.tables();
+        let ids: Vec<ShortId> = ids
+            .into_iter()
+            .filter(|id| tables.wanting.insert(*id))
+            .collect();
+        WantClaim {
+            gossip: Arc::clone(self),
+            ids,
         }
     }
 

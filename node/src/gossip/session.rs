@@ -7,7 +7,12 @@
 //!    on to every other connected peer.
 //! 3. Each side sends one [`Records`] frame: hot provider and peer records and a sample of old
 //!    ones. Each is verified; a forged one is a penalty.
-//! 4. The ledger's set reconciliation ([`tally_ledger::sync`]): the initiator sends the first
+//! 4. Announcements: each hello named (short ids) the receipts its sender learned lately. A
+//!    side sends [`GossipFrame::Want`] with those it lacks when the other announced any, and
+//!    answers a non-empty want with one [`GossipFrame::Receipts`] frame of what it names. So a
+//!    few new receipts reach a peer without the reconciliation's descent to them; after them the
+//!    whole-set fingerprints usually agree at once.
+//! 5. The ledger's set reconciliation ([`tally_ledger::sync`]): the initiator sends the first
 //!    message; then turns alternate, each turn being the receipts the other side lacks (in
 //!    [`GossipFrame::Receipts`] batches) followed by the next message, or [`GossipFrame::End`]
 //!    when there is nothing left to say. Received receipts this node already holds at that seq
@@ -24,14 +29,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tally_ledger::sync::{self, Key, Message, key_pair};
+use tally_ledger::sync::{self, Key, Message, ShortId, key_pair};
 use tally_ledger::{Applied, ConflictProof, Ingested, PeerId, Receipt};
 
 use super::{Busy, GossipStats};
 use crate::daemon::{Shared, now_ms};
 use crate::transport::{Connection, ErrorCode, FrameReader, FrameWriter};
 use crate::wire::{
-    GossipFrame, GossipHello, MAX_CONFLICTS_PER_FRAME, MAX_GOSSIP_FRAME,
+    GossipFrame, GossipHello, MAX_ANNOUNCED, MAX_CONFLICTS_PER_FRAME, MAX_GOSSIP_FRAME,
     MAX_PEER_RECORDS_PER_FRAME, MAX_PROVIDER_RECORDS_PER_FRAME, MAX_RECEIPTS_PER_FRAME,
     MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, Records, RefusalCode, Request, Response,
 };
@@ -273,12 +278,21 @@ impl<'a> Session<'a> {
 
     async fn run(&mut self, initiator: bool) -> Result<(), SessionError> {
         let mine = self.own_conflicts().await?;
+        let announced = {
+            let items = self.shared.store.sync_items();
+            let since = self
+                .shared
+                .gossip
+                .announce_since(Instant::now(), items.mark());
+            items.changed_since(since, MAX_ANNOUNCED)
+        };
         let hello = GossipHello {
             conflicts: mine.len() as u32,
             conflicts_digest: digest(&mine),
             observed: self.conn.remote_addr(),
+            recent: announced.iter().map(|(id, _)| *id).collect(),
         };
-        self.send(&GossipFrame::Hello(hello)).await?;
+        self.send(&GossipFrame::Hello(hello.clone())).await?;
         if initiator {
             // The responder's verdict on the session comes before its hello.
             self.reader.set_max_frame(MAX_RESPONSE_FRAME);
@@ -315,6 +329,7 @@ impl<'a> Session<'a> {
                 .await?;
         }
         self.exchange_records().await?;
+        self.exchange_announced(&announced, &theirs.recent).await?;
         if initiator {
             let first = sync::initiate_whole(&self.shared.store.sync_items());
             self.send(&GossipFrame::Sync(first.encode())).await?;
@@ -394,6 +409,73 @@ impl<'a> Session<'a> {
         };
         let (sent, received) = tokio::join!(send, receive);
         received.and(sent)
+    }
+
+    /// Asks for the receipts the peer announced that this node lacks while answering its asks
+    /// for those this node `announced`; takes what arrives.
+    async fn exchange_announced(
+        &mut self,
+        announced: &[(ShortId, Key)],
+        theirs: &[ShortId],
+    ) -> Result<(), SessionError> {
+        if theirs.len() > MAX_ANNOUNCED {
+            return Err(SessionError::misbehaved(
+                PENALTY_BAD_FRAME,
+                format!(
+                    "announced {} receipts; at most {MAX_ANNOUNCED}",
+                    theirs.len()
+                ),
+            ));
+        }
+        // What this node lacks and no other session of its is fetching; the claim lasts until
+        // the receipts are taken (or the session ends).
+        let mine_wanted = (!theirs.is_empty()).then(|| {
+            let lacking = sync::wanted(&self.shared.store.sync_items(), theirs, MAX_ANNOUNCED);
+            self.shared.gossip.claim(lacking)
+        });
+        // Both sides send their want first, then read the other's: no side waits on the other.
+        if let Some(claim) = &mine_wanted {
+            self.send(&GossipFrame::Want(claim.ids().to_vec())).await?;
+        }
+        if !announced.is_empty() {
+            const DURING: &str = "where its want belongs";
+            let asked = match self.recv().await? {
+                GossipFrame::Want(asked) => asked,
+                other => return Err(unexpected(&other, DURING)),
+            };
+            if asked.len() > announced.len() {
+                return Err(SessionError::misbehaved(
+                    PENALTY_BAD_FRAME,
+                    format!(
+                        "wanted {} receipts of the {} announced",
+                        asked.len(),
+                        announced.len()
+                    ),
+                ));
+            }
+            if !asked.is_empty() {
+                let keys = sync::resolve(announced, &asked);
+                let receipts = self.look_up(keys).await?;
+                // Exactly one frame, even empty (a receipt evicted meanwhile), as the peer
+                // waits for one.
+                self.outcome.receipts_sent += receipts.len() as u64;
+                GossipStats::add(&self.stats().receipts_sent, receipts.len() as u64);
+                self.send(&GossipFrame::Receipts(receipts)).await?;
+            }
+        }
+        if mine_wanted
+            .as_ref()
+            .is_some_and(|claim| !claim.ids().is_empty())
+        {
+            const DURING: &str = "where the receipts this node wanted belong";
+            match self.recv().await? {
+                GossipFrame::Receipts(batch) => self.take_receipts(batch).await?,
+                other => return Err(unexpected(&other, DURING)),
+            }
+        }
+        // Taken (and stored): other sessions may ask for what is still missing.
+        drop(mine_wanted);
+        Ok(())
     }
 
     /// Sends this node's records while reading the peer's; keeps those that verify.
@@ -609,11 +691,23 @@ impl<'a> Session<'a> {
         if keys.is_empty() || room == 0 {
             return Ok(());
         }
+        let mut keys = keys;
+        keys.truncate(room);
+        let receipts = self.look_up(keys).await?;
+        for batch in receipts.chunks(MAX_RECEIPTS_PER_FRAME) {
+            self.send(&GossipFrame::Receipts(batch.to_vec())).await?;
+            self.outcome.receipts_sent += batch.len() as u64;
+        }
+        GossipStats::add(&self.stats().receipts_sent, receipts.len() as u64);
+        Ok(())
+    }
+
+    /// The latest receipts of `keys`; a key held a moment ago may be gone (evicted): skipped.
+    async fn look_up(&self, keys: Vec<Key>) -> Result<Vec<Receipt>, SessionError> {
         let store = Arc::clone(&self.shared.store);
         let receipts = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(keys.len().min(room));
-            for key in keys.iter().take(room) {
-                // A key it held a moment ago may be gone (evicted): skip it.
+            let mut out = Vec::with_capacity(keys.len());
+            for key in &keys {
                 if let Some(receipt) = store.latest(&key_pair(key))? {
                     out.push(receipt);
                 }
@@ -623,12 +717,7 @@ impl<'a> Session<'a> {
         .await
         .map_err(|e| anyhow::anyhow!("a store task was cancelled: {e}"))?
         .map_err(anyhow::Error::from)?;
-        for batch in receipts.chunks(MAX_RECEIPTS_PER_FRAME) {
-            self.send(&GossipFrame::Receipts(batch.to_vec())).await?;
-            self.outcome.receipts_sent += batch.len() as u64;
-        }
-        GossipStats::add(&self.stats().receipts_sent, receipts.len() as u64);
-        Ok(())
+        Ok(receipts)
     }
 }
 
@@ -733,5 +822,6 @@ fn name(frame: &GossipFrame) -> &'static str {
         GossipFrame::Sync(_) => "a sync message",
         GossipFrame::Receipts(_) => "receipts",
         GossipFrame::End => "an end",
+        GossipFrame::Want(_) => "a want",
     }
 }

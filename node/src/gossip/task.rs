@@ -58,6 +58,8 @@ async fn run(shared: Arc<Shared>) {
         if let Err(error) = refresh_provider_records(&shared).await {
             tracing::warn!("cannot sign this node's provider records: {error:#}");
         }
+        let mark = shared.store.sync_items().mark();
+        shared.gossip.note_mark(Instant::now(), mark);
         let connected = shared.peers.connected();
         shared
             .gossip

@@ -163,3 +163,37 @@ fn a_failed_dial_of_a_gossiped_peer_backs_off() {
             .is_some()
     );
 }
+
+#[test]
+fn an_announced_receipt_is_fetched_by_one_session_at_a_time() {
+    let gossip = Arc::new(Gossip::new(INTERVAL));
+    let first = gossip.claim(vec![[1; 8], [2; 8]]);
+    assert_eq!(first.ids(), &[[1; 8], [2; 8]]);
+    let second = gossip.claim(vec![[2; 8], [3; 8]]);
+    assert_eq!(
+        second.ids(),
+        &[[3; 8]],
+        "[2; 8] is the first session's to fetch"
+    );
+    drop(first);
+    let third = gossip.claim(vec![[1; 8], [2; 8], [3; 8]]);
+    assert_eq!(third.ids(), &[[1; 8], [2; 8]]);
+}
+
+#[test]
+fn announcements_cover_the_receipts_learned_within_the_window() {
+    let gossip = Gossip::new(INTERVAL);
+    let t0 = Instant::now();
+    assert_eq!(
+        gossip.announce_since(t0, 5),
+        5,
+        "before the first tick: nothing"
+    );
+    gossip.note_mark(t0, 10);
+    gossip.note_mark(t0 + INTERVAL, 20);
+    assert_eq!(gossip.announce_since(t0 + INTERVAL, 25), 10);
+    let window = INTERVAL * ANNOUNCE_INTERVALS;
+    // Past the window, the first tick's mark no longer counts.
+    gossip.note_mark(t0 + window + INTERVAL / 2, 30);
+    assert_eq!(gossip.announce_since(t0 + window + INTERVAL / 2, 35), 20);
+}
