@@ -6,6 +6,10 @@
 //!
 //! It must not do I/O: no sockets, no files, no tokio, no clock or randomness it does not take as
 //! an argument. The node drives it; the testnet's simulator drives the same code on simulated
-//! time. The market work fills this crate; for now it only fixes the boundary.
+//! time. Modules: [`standing`] (who gave what, judged from the receipts held).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod standing;
+
+pub use standing::{PeerStanding, Standing, StandingParams};
