@@ -1278,6 +1278,15 @@ impl SyncItems {
         self.changes
     }
 
+    /// Whether the journal still holds every change made at or after `mark`, so
+    /// [`SyncItems::changed_since`] lists them all (else some were dropped: rebuild from the
+    /// store).
+    pub fn journal_covers(&self, mark: u64) -> bool {
+        mark >= self.changes
+            || self.journal.len() < JOURNAL_CAPACITY
+            || self.journal.front().is_some_and(|c| c.mark <= mark)
+    }
+
     /// Whether an item of this [`ShortId`] is held (up to collisions of 64-bit ids, which cost
     /// one receipt pushed in vain, never a receipt missed: reconciliation follows).
     pub fn holds(&self, id: ShortId) -> bool {

@@ -183,6 +183,11 @@ impl Standing {
         standing
     }
 
+    /// The peer whose standing this is: this node.
+    pub fn me(&self) -> PeerId {
+        self.ids[self.me as usize]
+    }
+
     /// The parameters in force (after clamping).
     pub fn params(&self) -> StandingParams {
         self.params

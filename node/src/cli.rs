@@ -116,6 +116,21 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Peers(JsonArgs),
 
+    /// Show a peer's standing at the running node, and why it has it
+    ///
+    /// Standing is what the peer gave, as this node judges it from the receipts it holds: the
+    /// credits it gave this node minus those it took, plus a share of what this node received
+    /// passed back along chains of contributions (transitive). The score is in [0, 1); 0 is the
+    /// floor, where freeriders, brand-new identities and keys caught signing two different
+    /// receipts for one seq all stand. The strongest chains behind the transitive part are
+    /// listed.
+    ///
+    /// Examples:
+    ///   tally standing 3b6a27bc0f...            # the full 64-hex-character peer id
+    ///   tally standing 3b6a27bc0f... --json
+    #[command(verbatim_doc_comment)]
+    Standing(StandingArgs),
+
     /// Connect the running node to a peer now, and redial it after a drop
     ///
     /// Examples:
@@ -223,6 +238,18 @@ pub struct RunArgs {
 /// `--json` alone.
 #[derive(Debug, Args)]
 pub struct JsonArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally standing`.
+#[derive(Debug, Args)]
+pub struct StandingArgs {
+    /// The peer's id: 64 hex characters, as `tally id` prints it on that node.
+    #[arg(value_name = "PEERID")]
+    pub peer: String,
+
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

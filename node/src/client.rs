@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tally_web::HexId;
 use tally_web::model::{
     ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest, PeerInfo, RateLimits,
-    ShareRequest, Status,
+    ShareRequest, StandingInfo, Status,
 };
 use tally_web::server::{API_PREFIX, NDJSON};
 use ureq::http::Response;
@@ -153,6 +153,11 @@ impl ApiClient {
     /// `GET /downloads/{content_id}`; [`ClientError::Api`] with status 404 if there is none.
     pub fn download(&self, content_id: &HexId) -> Result<DownloadInfo, ClientError> {
         self.get_json(&format!("/downloads/{content_id}"))
+    }
+
+    /// `GET /standing/{peer_id}`: why the peer has its standing at the node.
+    pub fn standing(&self, peer_id: &HexId) -> Result<StandingInfo, ClientError> {
+        self.get_json(&format!("/standing/{peer_id}"))
     }
 
     /// `GET /ledger/export`: copies the receipts, one JSON object per line, to `out` as they
@@ -438,6 +443,9 @@ mod tests {
                 .find(|d| d.content_id == content_id)
                 .cloned()
                 .ok_or_else(|| ApiError::not_found("no such download"))
+        }
+        async fn standing(&self, _peer: HexId) -> Result<StandingInfo, ApiError> {
+            Err(ApiError::not_found("no standing here"))
         }
         async fn ledger_export(&self) -> Result<Vec<serde_json::Value>, ApiError> {
             Ok((1..=3).map(|seq| json!({ "seq": seq })).collect())

@@ -11,7 +11,7 @@ use tally_web::model::{
     ConnectRequest, Direction, DownloadInfo, DownloadState, GetRequest, HexId, ShareRequest,
 };
 
-use crate::cli::{ConnectArgs, GetArgs, JsonArgs, ShareArgs};
+use crate::cli::{ConnectArgs, GetArgs, JsonArgs, ShareArgs, StandingArgs};
 use crate::client::ApiClient;
 use crate::daemon::{NodeFile, node_file_path};
 use crate::id_cmd::{self, write_json_line};
@@ -145,6 +145,73 @@ pub fn peers(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow:
             human_bytes(peer.bytes_received),
             seq(peer.receipts.up),
             seq(peer.receipts.down),
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally standing`.
+pub fn standing(
+    args: &StandingArgs,
+    context: &Context,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    let peer: HexId = args.peer.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "{:?} is not a peer id ({e}); give the 64 hex characters `tally id` prints on that node",
+            args.peer
+        )
+    })?;
+    let standing = node_client(context)?.standing(&peer)?;
+    if args.json {
+        write_json_line(out, &standing)?;
+        return Ok(Status::Success);
+    }
+    let state = if standing.dishonest {
+        "dishonest: signed two different receipts for one seq; no standing"
+    } else if standing.at_floor {
+        "at the floor (as a newcomer or a freerider)"
+    } else {
+        "above the floor"
+    };
+    writeln!(out, "peer        {}", standing.peer_id)?;
+    writeln!(out, "standing    {:.4} — {state}", standing.score)?;
+    writeln!(
+        out,
+        "direct      gave this node {}, took {}",
+        human_bytes(standing.given),
+        human_bytes(standing.taken)
+    )?;
+    writeln!(
+        out,
+        "transitive  {} (a share of what this node received, passed back along chains of contributions)",
+        human_bytes(standing.transitive.max(0.0) as u64)
+    )?;
+    if standing.raw < 0.0 {
+        writeln!(
+            out,
+            "raw         -{} in credits (took more than it gave)",
+            human_bytes((-standing.raw) as u64)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "raw         {} in credits",
+            human_bytes(standing.raw as u64)
+        )?;
+    }
+    for path in &standing.paths {
+        let chain: Vec<String> = path
+            .via
+            .iter()
+            .rev()
+            .map(|p| p.to_string()[..16].to_owned())
+            .collect();
+        writeln!(
+            out,
+            "  via       {} → this node: {}",
+            chain.join(" → "),
+            human_bytes(path.credits.max(0.0) as u64)
         )?;
     }
     Ok(Status::Success)

@@ -116,6 +116,7 @@ pub fn run(
         Command::Run(args) => run_cmd::run(args, context, out, err)?,
         Command::Status(args) => client_cmd::status(args, context, out)?,
         Command::Peers(args) => client_cmd::peers(args, context, out)?,
+        Command::Standing(args) => client_cmd::standing(args, context, out)?,
         Command::Connect(args) => client_cmd::connect(args, context, out)?,
         Command::Share(args) => client_cmd::share(args, context, out)?,
         Command::Get(args) => client_cmd::get(args, context, out)?,

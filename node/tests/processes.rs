@@ -329,3 +329,27 @@ fn rate_limits_change_at_runtime_through_the_api() {
     assert_eq!(status["limits"]["download_bytes_per_s"], 500 << 10);
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn standing_of_a_peer_is_explained_by_the_running_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("n");
+    let daemon = Daemon::start(&data, &[]);
+    let stranger = "ab".repeat(32);
+    let text = run_ok(&data, &["standing", &stranger]);
+    assert!(text.contains("at the floor"), "{text}");
+    assert!(text.contains(&stranger), "{text}");
+    let standing = json(&run_ok(&data, &["standing", &stranger, "--json"]));
+    assert_eq!(standing["peer_id"], stranger.as_str());
+    assert_eq!(standing["at_floor"], true);
+    assert_eq!(standing["score"], 0.0);
+    // Not a peer id: a readable error, exit 2, before any request.
+    let output = tally(&data)
+        .args(["standing", "not-a-peer"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a peer id"), "{stderr}");
+    assert!(daemon.stop().success());
+}

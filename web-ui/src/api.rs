@@ -5,7 +5,7 @@ use std::future::Future;
 use crate::error::ApiError;
 use crate::model::{
     ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, PeerInfo, RateLimits,
-    ShareRequest, Status,
+    ShareRequest, StandingInfo, Status,
 };
 
 /// The node as the HTTP API sees it. One method per endpoint; the server checks auth and the
@@ -50,6 +50,9 @@ pub trait NodeApi: Send + Sync + 'static {
         &self,
         content_id: HexId,
     ) -> impl Future<Output = Result<DownloadInfo, ApiError>> + Send;
+
+    /// Why `peer` has its standing at this node (any key: one never heard of is at the floor).
+    fn standing(&self, peer: HexId) -> impl Future<Output = Result<StandingInfo, ApiError>> + Send;
 
     /// Every receipt in the store, each as the JSON object `tally ledger export --json` writes.
     fn ledger_export(

@@ -221,6 +221,41 @@ pub enum Direction {
     Out,
 }
 
+/// Why a peer has its standing at this node, as `GET /api/v1/standing/{peer_id}` and
+/// `tally standing PEER` give it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandingInfo {
+    /// The peer.
+    pub peer_id: HexId,
+    /// Its standing in [0, 1): 0 is the floor, shared by freeriders, newcomers and dishonest
+    /// keys.
+    pub score: f64,
+    /// Whether it is at the floor.
+    pub at_floor: bool,
+    /// Marked dishonest by a conflict proof: no standing.
+    pub dishonest: bool,
+    /// Credits the peer gave this node (its latest receipts as uploader to this node).
+    pub given: u64,
+    /// Credits this node gave the peer.
+    pub taken: u64,
+    /// Credits that reached it through the contribution graph: a share of what this node
+    /// received, passed back along chains of contributions.
+    pub transitive: f64,
+    /// `given − taken + transitive`, in credits: what `score` is computed from.
+    pub raw: f64,
+    /// The strongest chains that carry the transitive part, strongest first.
+    pub paths: Vec<StandingPath>,
+}
+
+/// A chain of contributions that carries transitive standing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandingPath {
+    /// From this node's direct contributor to the peer: each gave to the one before it.
+    pub via: Vec<HexId>,
+    /// Credits of the peer's transitive standing that came along it.
+    pub credits: f64,
+}
+
 /// One peer this node knows, as `GET /api/v1/peers` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {

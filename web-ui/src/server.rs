@@ -32,7 +32,7 @@ use crate::api::NodeApi;
 use crate::error::{ApiError, ApiJson};
 use crate::model::{
     ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, PeerInfo, RateLimits,
-    ShareRequest, Status,
+    ShareRequest, StandingInfo, Status,
 };
 
 /// Where the versioned API is mounted.
@@ -186,6 +186,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> Router {
         .route("/downloads", get(downloads::<N>).post(start_download::<N>))
         .route("/downloads/{content_id}", get(download::<N>))
         .route("/ledger/export", get(ledger_export::<N>))
+        .route("/standing/{peer_id}", get(standing::<N>))
         .route("/limits", get(limits::<N>).put(set_limits::<N>))
         .route("/shutdown", post(shutdown::<N>))
         .method_not_allowed_fallback(method_not_allowed)
@@ -336,6 +337,17 @@ async fn download<N: NodeApi>(
         .parse()
         .map_err(|e| ApiError::bad_request(format!("content id: {e}")))?;
     Ok(axum::Json(node.download(content_id).await?))
+}
+
+async fn standing<N: NodeApi>(
+    State(node): Shared<N>,
+    peer_id: Result<Path<String>, PathRejection>,
+) -> JsonResult<StandingInfo> {
+    let Path(peer_id) = peer_id?;
+    let peer_id: HexId = peer_id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("peer id: {e}")))?;
+    Ok(axum::Json(node.standing(peer_id).await?))
 }
 
 async fn ledger_export<N: NodeApi>(State(node): Shared<N>) -> Result<Response, ApiError> {

@@ -9,8 +9,8 @@ use axum::body::Body;
 use serde_json::{Value, json};
 use tally_web::model::{
     ConnectRequest, ContentSummary, Direction, DownloadInfo, DownloadState, ErrorBody, GetRequest,
-    GossipStatus, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status, StoreStatus,
-    TransferTotals,
+    GossipStatus, PeerInfo, PeerReceipts, RateLimits, ShareRequest, StandingInfo, Status,
+    StoreStatus, TransferTotals,
 };
 use tally_web::server::MAX_BODY_BYTES;
 use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
@@ -152,6 +152,20 @@ impl NodeApi for FakeNode {
             .find(|d| d.content_id == content_id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("no download of {content_id}")))
+    }
+
+    async fn standing(&self, peer: HexId) -> Result<StandingInfo, ApiError> {
+        Ok(StandingInfo {
+            peer_id: peer,
+            score: 0.0,
+            at_floor: true,
+            dishonest: false,
+            given: 0,
+            taken: 0,
+            transitive: 0.0,
+            raw: 0.0,
+            paths: Vec::new(),
+        })
     }
 
     async fn ledger_export(&self) -> Result<Vec<Value>, ApiError> {
@@ -393,6 +407,16 @@ fn get_starts_a_download_that_can_be_listed_and_looked_up() {
 }
 
 #[test]
+fn standing_of_a_peer_is_json() {
+    let server = start();
+    let reply = server.get(&format!("/api/v1/standing/{PEER}"));
+    assert_eq!(reply.status, 200);
+    let standing: StandingInfo = reply.json();
+    assert_eq!(standing.peer_id.to_string(), PEER);
+    assert!(standing.at_floor);
+}
+
+#[test]
 fn ledger_export_is_ndjson() {
     let server = start();
     let reply = server.get("/api/v1/ledger/export");
@@ -478,6 +502,7 @@ fn no_key_is_401_with_a_bearer_challenge() {
     for (method, path) in [
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/ledger/export"),
+        ("GET", "/api/v1/standing/00"),
         ("POST", "/api/v1/shutdown"),
         ("GET", "/api/v1/no-such-route"),
     ] {
@@ -577,6 +602,10 @@ fn malformed_json_unknown_fields_and_bad_ids_are_400() {
         .get("/api/v1/downloads/not-hex")
         .error(400, "bad_request");
     assert!(message.contains("content id"), "{message}");
+    let message = server
+        .get("/api/v1/standing/not-hex")
+        .error(400, "bad_request");
+    assert!(message.contains("peer id"), "{message}");
     let message = server
         .with_json(
             "POST",

@@ -399,6 +399,12 @@ fn the_journal_lists_what_changed_since_a_mark_newest_first_and_only_current_seq
     }
     let listed = items.changed_since(start, usize::MAX);
     assert_eq!(listed.len(), JOURNAL_CAPACITY);
+    assert!(
+        !items.journal_covers(start),
+        "the first 10 changes were dropped"
+    );
+    assert!(items.journal_covers(start + 10));
+    assert!(items.journal_covers(items.mark()));
     assert_eq!(listed[0].1, pair(200, 300 + JOURNAL_CAPACITY as u64 + 9));
 }
 

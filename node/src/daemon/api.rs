@@ -11,8 +11,8 @@ use tally_web::api::NodeApi;
 use tally_web::error::ApiError;
 use tally_web::model::{
     ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo, DownloadState,
-    GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest, Status,
-    StoreStatus, TransferTotals,
+    GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest,
+    StandingInfo, StandingPath, Status, StoreStatus, TransferTotals,
 };
 
 use super::Shared;
@@ -100,6 +100,9 @@ impl NodeHandle {
         })
     }
 }
+
+/// Chains of contribution an explanation of standing lists at most.
+const STANDING_PATHS: usize = 5;
 
 impl NodeApi for NodeHandle {
     async fn status(&self) -> Result<Status, ApiError> {
@@ -290,6 +293,33 @@ impl NodeApi for NodeHandle {
                     "no download of {content_id}; start one with POST /api/v1/downloads"
                 ))
             })
+    }
+
+    async fn standing(&self, peer: HexId) -> Result<StandingInfo, ApiError> {
+        let peer = PeerId(peer.0);
+        let why = self
+            .shared
+            .standing
+            .with(|standing| standing.explain(&peer, STANDING_PATHS));
+        let s = why.standing;
+        Ok(StandingInfo {
+            peer_id: HexId(*peer.as_bytes()),
+            score: s.score,
+            at_floor: s.at_floor(),
+            dishonest: s.dishonest,
+            given: s.given,
+            taken: s.taken,
+            transitive: s.transitive,
+            raw: s.raw,
+            paths: why
+                .paths
+                .into_iter()
+                .map(|path| StandingPath {
+                    via: path.via.iter().map(|p| HexId(*p.as_bytes())).collect(),
+                    credits: path.credits,
+                })
+                .collect(),
+        })
     }
 
     async fn ledger_export(&self) -> Result<Vec<serde_json::Value>, ApiError> {

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod pairs;
 pub mod peers;
 pub mod serve;
+pub mod standing;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub peers: peers::Peers,
     /// Gossip's tables (provider and peer records) and counters.
     pub gossip: Arc<crate::gossip::Gossip>,
+    /// Every peer's standing at this node, kept in step with the store.
+    pub standing: standing::StandingKeeper,
     /// Downloads, running and finished, by content.
     pub downloads: Mutex<HashMap<ContentId, Arc<fetch::DownloadStatus>>>,
     /// Global upload limit.
@@ -213,7 +216,15 @@ impl Node {
         .with_context(|| format!("cannot listen for peers on {}", settings.listen))?;
         let identity = Arc::new(identity);
         let store = Arc::new(store);
+        let (store2, me) = (Arc::clone(&store), identity.peer_id());
+        let standing = tokio::task::spawn_blocking(move || {
+            standing::StandingKeeper::build(&store2, me, tally_market::StandingParams::default())
+        })
+        .await
+        .context("computing standing was cancelled")?
+        .context("cannot read the receipts to compute standing")?;
         let shared = Arc::new(Shared {
+            standing,
             me: identity.peer_id(),
             pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store)),
             identity,
@@ -260,6 +271,7 @@ impl Node {
             peers::keep_dialing(&shared, peer);
         }
         crate::gossip::task::start(&shared);
+        standing::start(&shared);
         Ok(Self { shared })
     }
 
