@@ -6,10 +6,21 @@
 //!
 //! It must not do I/O: no sockets, no files, no tokio, no clock or randomness it does not take as
 //! an argument. The node drives it; the testnet's simulator drives the same code on simulated
-//! time. Modules: [`standing`] (who gave what, judged from the receipts held).
+//! time. Modules: [`standing`] (who gave what, judged from the receipts held), [`scheduler`] (who
+//! is uploaded to next, weighted by standing, with a slice for the floor), [`window`] (credit
+//! windows from standing), [`budget`] (daily and monthly upload caps).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod scheduler;
 pub mod standing;
+pub mod window;
 
+pub use budget::{BudgetExhausted, BudgetPeriod, BudgetStatus, PeriodStatus, UploadBudget};
+pub use scheduler::{
+    BudgetTooSmall, Dequeued, EnqueueError, FloorPolicy, PeerClass, PeerShare, QueueDepth,
+    QueuePosition, Refused, Scheduler, SchedulerConfig,
+};
 pub use standing::{PeerStanding, Standing, StandingParams};
+pub use window::{WindowCurve, WindowParams, credit_window};
