@@ -13,6 +13,7 @@ pub mod pairs;
 pub mod peers;
 pub mod serve;
 pub mod standing;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +42,9 @@ pub struct Behaviour {
     pub corrupt_uploads: bool,
 }
 
+/// How much larger than the configured `credit_window` good standing makes a peer's window.
+pub const CREDIT_WINDOW_GROWTH: u64 = 16;
+
 /// Everything the node's tasks share.
 pub struct Shared {
     /// This node's identity.
@@ -65,6 +69,8 @@ pub struct Shared {
     pub gossip: Arc<crate::gossip::Gossip>,
     /// Every peer's standing at this node, kept in step with the store.
     pub standing: standing::StandingKeeper,
+    /// Chunk requests waiting for their turn, in order of standing.
+    pub uploads: upload::UploadQueue,
     /// Downloads, running and finished, by content.
     pub downloads: Mutex<HashMap<ContentId, Arc<fetch::DownloadStatus>>>,
     /// Global upload limit.
@@ -92,6 +98,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The credit window of `peer`, from its standing: the configured `credit_window` at the
+    /// floor, doubling every quarter of standing up to 16 times that.
+    pub fn credit_window(&self, standing: f64) -> u64 {
+        let floor = self.settings.credit_window;
+        tally_market::credit_window(
+            standing,
+            tally_market::WindowParams {
+                floor_bytes: floor,
+                ceiling_bytes: floor.saturating_mul(CREDIT_WINDOW_GROWTH),
+                ..tally_market::WindowParams::default()
+            },
+        )
+    }
+
     /// The downloads table.
     pub fn downloads(&self) -> MutexGuard<'_, HashMap<ContentId, Arc<fetch::DownloadStatus>>> {
         self.downloads
@@ -225,6 +245,7 @@ impl Node {
         .context("cannot read the receipts to compute standing")?;
         let shared = Arc::new(Shared {
             standing,
+            uploads: upload::UploadQueue::new(tally_market::SchedulerConfig::default()),
             me: identity.peer_id(),
             pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store)),
             identity,
@@ -272,6 +293,7 @@ impl Node {
         }
         crate::gossip::task::start(&shared);
         standing::start(&shared);
+        upload::start(&shared);
         Ok(Self { shared })
     }
 

@@ -141,6 +141,20 @@ impl Pairs {
         Ok(Window::Open)
     }
 
+    /// Whether `len` more bytes to `peer` would fit its credit `window` now, without counting
+    /// them (a request checks before it waits for its turn, and reserves after).
+    pub fn check(&self, peer: PeerId, len: u64, window: u64) -> Result<Window, PairError> {
+        let mut state = self.state();
+        let pair = self.upload_pair(&mut state, peer)?;
+        if pair.may_send(len, window) {
+            Ok(Window::Open)
+        } else {
+            Ok(Window::Full {
+                unacknowledged: pair.unacknowledged(),
+            })
+        }
+    }
+
     /// Counts `len` payload bytes sent to `peer`, due at par.
     pub fn record_sent(&self, peer: PeerId, len: u64) -> Result<(), PairError> {
         let mut state = self.state();

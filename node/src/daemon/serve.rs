@@ -190,31 +190,54 @@ async fn serve_chunk(
         Ok(None) => return Ok(writer.send(&not_found(content)).await?),
         Err(error) => return Ok(writer.send(&internal(&error)).await?),
     };
-    // Counted before sending, atomically with the check, so concurrent requests cannot
-    // overshoot the window.
-    let window = shared.settings.credit_window;
-    match shared.pairs.reserve(peer, u64::from(len), window) {
-        Ok(Window::Open) => {}
-        Ok(Window::Full { unacknowledged }) => {
-            tracing::info!(
+    let standing = shared.standing.with(|s| s.of(&peer).score);
+    let window = shared.credit_window(standing);
+    let full = |unacknowledged: u64| {
+        tracing::info!(
+            unacknowledged,
+            window,
+            "not sending more: the peer's unacknowledged bytes fill its credit window; waiting for its receipt"
+        );
+        Response::refused(
+            RefusalCode::CreditWindowFull {
                 unacknowledged,
                 window,
-                "not sending more: the peer's unacknowledged bytes fill its credit window; waiting for its receipt"
-            );
-            let response = Response::refused(
-                RefusalCode::CreditWindowFull {
-                    unacknowledged,
-                    window,
-                },
-                format!(
-                    "{unacknowledged} bytes sent to you are not covered by a receipt and your credit window is {window}: propose a receipt first"
-                ),
-            );
-            return Ok(writer.send(&response).await?);
+            },
+            format!(
+                "{unacknowledged} bytes sent to you are not covered by a receipt and your credit window is {window}: propose a receipt first"
+            ),
+        )
+    };
+    // A request that cannot fit does not wait for a turn.
+    match shared.pairs.check(peer, u64::from(len), window) {
+        Ok(Window::Open) => {}
+        Ok(Window::Full { unacknowledged }) => {
+            return Ok(writer.send(&full(unacknowledged)).await?);
         }
         Err(error) => return Ok(writer.send(&internal(&error)).await?),
     }
-    shared.upload_limit.acquire(u64::from(len)).await;
+    // Its turn, in order of standing, within the upload limit and budget.
+    let turn = tokio::select! {
+        () = shared.cancel.cancelled() => Err("the node is stopping".to_owned()),
+        turn = shared.uploads.turn(peer, standing, u64::from(len)) => turn,
+    };
+    let _turn = match turn {
+        Ok(turn) => turn,
+        Err(why) => {
+            return Ok(writer
+                .send(&Response::refused(RefusalCode::Unavailable, why))
+                .await?);
+        }
+    };
+    // Counted before sending, atomically with the check, so requests that waited together
+    // cannot overshoot the window.
+    match shared.pairs.reserve(peer, u64::from(len), window) {
+        Ok(Window::Open) => {}
+        Ok(Window::Full { unacknowledged }) => {
+            return Ok(writer.send(&full(unacknowledged)).await?);
+        }
+        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    }
     let bytes = match shared
         .content_blocking(move |c| c.read_chunk(&content, index))
         .await
