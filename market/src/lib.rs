@@ -8,19 +8,33 @@
 //! an argument. The node drives it; the testnet's simulator drives the same code on simulated
 //! time. Modules: [`standing`] (who gave what, judged from the receipts held), [`scheduler`] (who
 //! is uploaded to next, weighted by standing, with a slice for the floor), [`window`] (credit
-//! windows from standing), [`budget`] (daily and monthly upload caps).
+//! windows from standing), [`budget`] (daily and monthly upload caps), [`order`] (signed,
+//! expiring offers, bids and cancellations), [`book`] (the order book: price-time matching with
+//! partial fills), [`trade`] (agreements signed by both sides, and a trade's life until it is
+//! settled).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod book;
 pub mod budget;
+pub mod order;
 pub mod scheduler;
 pub mod standing;
+pub mod trade;
 pub mod window;
 
+pub use book::{BookConfig, BookError, Fill, OrderBook, Placed, RestingOrder, Side, VerifiedOrder};
 pub use budget::{BudgetExhausted, BudgetPeriod, BudgetStatus, PeriodStatus, UploadBudget};
+pub use order::{
+    Bid, BidTerms, Cancel, Offer, OfferTerms, OrderError, OrderId, VerifiedBid, VerifiedCancel,
+    VerifiedOffer,
+};
 pub use scheduler::{
     BudgetTooSmall, Dequeued, EnqueueError, FloorPolicy, PeerClass, PeerShare, QueueDepth,
     QueuePosition, Refused, Scheduler, SchedulerConfig,
 };
 pub use standing::{PeerStanding, Standing, StandingParams};
+pub use trade::{
+    Agreement, Party, Trade, TradeError, TradeProposal, TradeState, TradeTerms, VerifiedAgreement,
+};
 pub use window::{WindowCurve, WindowParams, credit_window};
