@@ -128,3 +128,131 @@ async fn a_transfer_gives_the_uploader_standing_and_gossip_adds_what_others_gave
     leecher.stop().await;
     seeder.stop().await;
 }
+
+/// One seeder whose upload is limited, three leechers of different standing at it and one of
+/// none (it never uploaded: a freerider by what it gave, though it signs its receipts), all
+/// downloading the same file at once from the seeder alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_seeder_shares_its_upload_by_standing_and_the_freerider_finishes_last() {
+    const LIMIT: u64 = 8 << 20;
+    // No gossip: the leechers must not find and serve each other.
+    let quiet = |config: &mut tally_node::config::Config| {
+        config.node.gossip_interval = std::time::Duration::from_secs(3600);
+        config.node.target_peers = 0;
+    };
+    let seeder = TestNode::start_with(Behaviour::default(), |config| {
+        quiet(config);
+        config.node.upload_limit = Some(tally_node::rate::Rate(LIMIT));
+    })
+    .await;
+    let mut leechers = Vec::new();
+    for _ in 0..4 {
+        let leecher = TestNode::start_with(Behaviour::default(), quiet).await;
+        leecher.connect(&seeder).await;
+        leechers.push(leecher);
+    }
+    // What the first three gave the seeder earlier: 256 MiB, 1 GiB, 4 GiB; the fourth nothing.
+    let seeder_id = Identity::from_secret_bytes(seeder.secret);
+    for (leecher, credits) in leechers.iter().zip([256u64 << 20, 1 << 30, 4 << 30]) {
+        let given = receipt(
+            &Identity::from_secret_bytes(leecher.secret),
+            &seeder_id,
+            1,
+            credits,
+        );
+        seeder
+            .shared()
+            .store
+            .apply(&given.verify(&net()).unwrap())
+            .unwrap();
+    }
+    let score = |node: &TestNode| seeder.shared().standing.with(|s| s.of(&node.id()).score);
+    wait_for("the leechers' standing at the seeder", || {
+        leechers[..3].iter().all(|l| score(l) > 0.0)
+    })
+    .await;
+    let scores: Vec<f64> = leechers.iter().map(score).collect();
+    assert!(scores[0] < scores[1] && scores[1] < scores[2] && scores[3] == 0.0);
+
+    let size = 32 << 20;
+    let bytes = payload(size, 21);
+    let content = seeder.share(&bytes);
+    let downloads: Vec<_> = leechers
+        .iter()
+        .map(|l| fetch::start(l.shared(), content, l.out("file.bin")).unwrap())
+        .collect();
+    let have = |i: usize| {
+        downloads[i]
+            .bytes_have
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Measure while all four are downloading: from when each has two chunks until the first
+    // has 70% of the file.
+    let chunk = u64::from(CHUNK_SIZE);
+    wait_for("every download under way", || {
+        (0..4).all(|i| have(i) >= 2 * chunk)
+    })
+    .await;
+    let start: Vec<u64> = (0..4).map(have).collect();
+    wait_for("the first download at 70%", || {
+        (0..4).any(|i| have(i) >= size as u64 * 7 / 10)
+    })
+    .await;
+    let got: Vec<f64> = (0..4).map(|i| (have(i) - start[i]) as f64).collect();
+    // When each download has every byte.
+    let mut done_at: Vec<Option<std::time::Instant>> = vec![None; 4];
+    common::wait_until(
+        "every download complete",
+        std::time::Duration::from_secs(120),
+        || {
+            for (i, done) in done_at.iter_mut().enumerate() {
+                if done.is_none() && have(i) == size as u64 {
+                    *done = Some(std::time::Instant::now());
+                }
+            }
+            done_at.iter().all(Option::is_some)
+        },
+    )
+    .await;
+    for (i, status) in downloads.iter().enumerate() {
+        assert_eq!(finished(status).await, Phase::Complete, "leecher {i}");
+    }
+    let done_at: Vec<std::time::Instant> = done_at.into_iter().flatten().collect();
+    assert!(
+        done_at[..3].iter().all(|t| *t <= done_at[3]),
+        "the freerider finished before someone with standing"
+    );
+    let config = tally_market::SchedulerConfig::default();
+    let weights: Vec<f64> = scores[..3].iter().map(|s| config.weight(*s)).collect();
+    let total_weight: f64 = weights.iter().sum();
+    let total_got: f64 = got[..3].iter().sum();
+    for i in 0..3 {
+        let expected = weights[i] / total_weight;
+        let measured = got[i] / total_got;
+        println!(
+            "leecher {i}: standing {:.3}, weight {:.2}, expected share {expected:.3}, measured {measured:.3} ({:.1} MiB)",
+            scores[i],
+            weights[i],
+            got[i] / f64::from(1 << 20)
+        );
+        assert!(
+            (measured - expected).abs() <= 0.15 * expected,
+            "leecher {i}: measured share {measured:.3}, the scheduler's weight says {expected:.3}"
+        );
+    }
+    println!(
+        "freerider: {:.1} MiB while the others took {:.1} MiB",
+        got[3] / f64::from(1 << 20),
+        total_got / f64::from(1 << 20)
+    );
+    // Rates order by standing, the freerider slowest.
+    assert!(
+        got[2] > got[1] && got[1] > got[0] && got[0] > got[3],
+        "{got:?}"
+    );
+    assert!(got[3] > 0.0, "the freerider was served meanwhile");
+    for leecher in leechers {
+        leecher.stop().await;
+    }
+    seeder.stop().await;
+}
