@@ -200,6 +200,24 @@ pub fn standing(
             human_bytes(standing.raw as u64)
         )?;
     }
+    writeln!(
+        out,
+        "upload      weight {:.2}; credit window {}",
+        standing.weight,
+        human_bytes(standing.credit_window)
+    )?;
+    match &standing.queue {
+        Some(q) => writeln!(
+            out,
+            "queue       {} of {} waiting in the {} class, {} requests, {:.1}% of the upload now",
+            q.rank,
+            q.waiting_in_class,
+            q.class,
+            q.requests,
+            100.0 * q.share
+        )?,
+        None => writeln!(out, "queue       nothing waiting")?,
+    }
     for path in &standing.paths {
         let chain: Vec<String> = path
             .via

@@ -65,6 +65,8 @@ async fn a_transfer_gives_the_uploader_standing_and_gossip_adds_what_others_gave
     .await;
     let at_leecher = standing_of(&leecher, &seeder_id).await;
     assert!(!at_leecher.at_floor && at_leecher.score > 0.0);
+    assert!(at_leecher.weight > 1.0 && at_leecher.credit_window > 4 << 20);
+    assert!(at_leecher.queue.is_none(), "nothing waiting at the leecher");
     assert_eq!(at_leecher.raw, size as f64);
     // At the seeder, the leecher only took: the floor, with a stranger.
     wait_for("the leecher's debt at the seeder", || {
@@ -77,6 +79,7 @@ async fn a_transfer_gives_the_uploader_standing_and_gossip_adds_what_others_gave
     let at_seeder = standing_of(&seeder, &leecher_id).await;
     let stranger = standing_of(&seeder, &Identity::generate(&mut rand::rng())).await;
     assert!(at_seeder.at_floor && stranger.at_floor);
+    assert_eq!((at_seeder.weight, at_seeder.credit_window), (1.0, 4 << 20));
     assert_eq!(at_seeder.score, stranger.score);
 
     // Someone who gave to the seeder earns a share at the leecher, through the seeder.
@@ -194,6 +197,20 @@ async fn a_limited_seeder_shares_its_upload_by_standing_and_the_freerider_finish
     })
     .await;
     let start: Vec<u64> = (0..4).map(have).collect();
+    // The queue says where each stands: the freerider in the floor class.
+    let uploads = &seeder.shared().uploads;
+    wait_for("the freerider waiting in the floor class", || {
+        uploads
+            .position(&leechers[3].id())
+            .is_some_and(|q| q.class == tally_market::PeerClass::Floor && q.weight == 1.0)
+    })
+    .await;
+    wait_for("the best leecher waiting in the standing class", || {
+        uploads
+            .position(&leechers[2].id())
+            .is_some_and(|q| q.class == tally_market::PeerClass::Standing && q.weight > 8.0)
+    })
+    .await;
     wait_for("the first download at 70%", || {
         (0..4).any(|i| have(i) >= size as u64 * 7 / 10)
     })

@@ -245,6 +245,27 @@ pub struct StandingInfo {
     pub raw: f64,
     /// The strongest chains that carry the transitive part, strongest first.
     pub paths: Vec<StandingPath>,
+    /// Its weight in this node's upload queue (1 at the floor, up to 10).
+    pub weight: f64,
+    /// Bytes this node uploads to it ahead of its receipts.
+    pub credit_window: u64,
+    /// Where it stands in this node's upload queue now; `null` when it has no request waiting.
+    pub queue: Option<UploadQueueInfo>,
+}
+
+/// A peer's place in this node's upload queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadQueueInfo {
+    /// `"standing"` or `"floor"`: floor peers share a slice of the upload round-robin.
+    pub class: String,
+    /// Its place in the order of service within its class, 1 = next.
+    pub rank: u64,
+    /// Peers waiting in its class.
+    pub waiting_in_class: u64,
+    /// The fraction of this node's upload it gets while everyone now waiting stays waiting.
+    pub share: f64,
+    /// Its chunk requests waiting.
+    pub requests: u64,
 }
 
 /// A chain of contributions that carries transitive standing.

@@ -165,6 +165,9 @@ impl NodeApi for FakeNode {
             transitive: 0.0,
             raw: 0.0,
             paths: Vec::new(),
+            weight: 1.0,
+            credit_window: 4 << 20,
+            queue: None,
         })
     }
 

@@ -12,7 +12,7 @@ use tally_web::error::ApiError;
 use tally_web::model::{
     ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo, DownloadState,
     GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest,
-    StandingInfo, StandingPath, Status, StoreStatus, TransferTotals,
+    StandingInfo, StandingPath, Status, StoreStatus, TransferTotals, UploadQueueInfo,
 };
 
 use super::Shared;
@@ -319,6 +319,23 @@ impl NodeApi for NodeHandle {
                     credits: path.credits,
                 })
                 .collect(),
+            weight: self.shared.uploads.weight(s.score),
+            credit_window: self.shared.credit_window(s.score),
+            queue: self
+                .shared
+                .uploads
+                .position(&peer)
+                .map(|q| UploadQueueInfo {
+                    class: match q.class {
+                        tally_market::PeerClass::Floor => "floor",
+                        tally_market::PeerClass::Standing => "standing",
+                    }
+                    .to_owned(),
+                    rank: q.rank as u64,
+                    waiting_in_class: q.class_waiting as u64,
+                    share: q.share,
+                    requests: q.requests as u64,
+                }),
         })
     }
 

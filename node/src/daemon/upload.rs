@@ -88,6 +88,11 @@ impl UploadQueue {
         self.scheduler().position(peer)
     }
 
+    /// The scheduling weight of a peer of `standing`.
+    pub fn weight(&self, standing: f64) -> f64 {
+        self.config.weight(standing)
+    }
+
     /// Requests waiting.
     pub fn depth(&self) -> usize {
         self.scheduler().queue_depth().requests
