@@ -225,6 +225,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "RATE")]
     pub download_limit: Option<String>,
 
+    /// Bytes uploaded at most per UTC day, with units (10GiB) or "unlimited"; past it,
+    /// uploads wait for the next day.
+    #[arg(long, value_name = "SIZE")]
+    pub upload_budget_daily: Option<String>,
+
+    /// Bytes uploaded at most per UTC calendar month, as --upload-budget-daily.
+    #[arg(long, value_name = "SIZE")]
+    pub upload_budget_monthly: Option<String>,
+
     /// Test mode: never propose a receipt (a freerider). Peers stop serving this node after
     /// one credit window each.
     #[arg(long, hide = true)]

@@ -403,6 +403,7 @@ mod tests {
                 limits: *self.limits.lock().unwrap(),
                 dishonest_peers: Vec::new(),
                 gossip: GossipStatus::default(),
+                upload_budget: Default::default(),
             })
         }
         async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {

@@ -94,6 +94,16 @@ pub fn status(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow
         gossip.known_peers,
         gossip.provider_records
     )?;
+    let period = |p: &tally_web::model::BudgetPeriod| match p.limit {
+        Some(limit) => format!("{} of {}", human_bytes(p.used), human_bytes(limit)),
+        None => format!("{} (no budget)", human_bytes(p.used)),
+    };
+    writeln!(
+        out,
+        "uploaded     {} today, {} this month",
+        period(&status.upload_budget.day),
+        period(&status.upload_budget.month)
+    )?;
     writeln!(
         out,
         "transferred  {} up, {} down",

@@ -37,6 +37,12 @@ pub const ENV_LISTEN: &str = "TALLY_LISTEN";
 pub const ENV_API_LISTEN: &str = "TALLY_API_LISTEN";
 /// Environment variable overriding `[node] peers` (comma-separated).
 pub const ENV_PEERS: &str = "TALLY_PEERS";
+/// Environment variable overriding `[node] upload_budget_daily`.
+pub const ENV_UPLOAD_BUDGET_DAILY: &str = "TALLY_UPLOAD_BUDGET_DAILY";
+/// Environment variable overriding `[node] upload_budget_monthly`.
+pub const ENV_UPLOAD_BUDGET_MONTHLY: &str = "TALLY_UPLOAD_BUDGET_MONTHLY";
+/// The smallest upload budget: one request of the largest size the upload queue takes.
+pub const MIN_UPLOAD_BUDGET: u64 = 16 << 20;
 /// Environment variable overriding `[node] upload_limit`.
 pub const ENV_UPLOAD_LIMIT: &str = "TALLY_UPLOAD_LIMIT";
 /// Environment variable overriding `[node] download_limit`.
@@ -89,6 +95,10 @@ pub struct NodeSettings {
     pub upload_limit: Option<Rate>,
     /// Download limit, bytes per second; `None` is unlimited.
     pub download_limit: Option<Rate>,
+    /// Bytes this node uploads at most per UTC day; `None` is unlimited.
+    pub upload_budget_daily: Option<u64>,
+    /// Bytes this node uploads at most per UTC calendar month; `None` is unlimited.
+    pub upload_budget_monthly: Option<u64>,
     /// Connections kept at most, in and out together.
     pub max_connections: usize,
     /// Time between two gossip syncs this node starts.
@@ -109,6 +119,8 @@ impl Default for NodeSettings {
             credit_window: DEFAULT_CREDIT_WINDOW,
             upload_limit: None,
             download_limit: None,
+            upload_budget_daily: None,
+            upload_budget_monthly: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             gossip_interval: std::time::Duration::from_millis(DEFAULT_GOSSIP_INTERVAL_MS),
             max_third_party_receipts: DEFAULT_MAX_THIRD_PARTY_RECEIPTS,
@@ -213,6 +225,10 @@ pub struct FileNode {
     pub upload_limit: Option<String>,
     /// `download_limit = "2MiB"` or `"unlimited"`
     pub download_limit: Option<String>,
+    /// `upload_budget_daily = "10GiB"` or `"unlimited"`
+    pub upload_budget_daily: Option<String>,
+    /// `upload_budget_monthly = "200GiB"` or `"unlimited"`
+    pub upload_budget_monthly: Option<String>,
     /// `max_connections = N`
     pub max_connections: Option<u64>,
     /// `gossip_interval_ms = N`
@@ -250,6 +266,10 @@ pub struct Overrides {
     pub upload_limit: Option<String>,
     /// `--download-limit`.
     pub download_limit: Option<String>,
+    /// `--upload-budget-daily`.
+    pub upload_budget_daily: Option<String>,
+    /// `--upload-budget-monthly`.
+    pub upload_budget_monthly: Option<String>,
 }
 
 impl FileConfig {
@@ -328,6 +348,13 @@ impl Config {
             if let Some(v) = &node.download_limit {
                 n.download_limit = from(limit(v), &in_file("[node] download_limit"))?;
             }
+            if let Some(v) = &node.upload_budget_daily {
+                n.upload_budget_daily = from(budget(v), &in_file("[node] upload_budget_daily"))?;
+            }
+            if let Some(v) = &node.upload_budget_monthly {
+                n.upload_budget_monthly =
+                    from(budget(v), &in_file("[node] upload_budget_monthly"))?;
+            }
             if let Some(v) = node.max_connections {
                 n.max_connections = from(
                     checked_max_connections(v),
@@ -380,6 +407,12 @@ impl Config {
         if let Some(v) = env(ENV_DOWNLOAD_LIMIT) {
             config.node.download_limit = from(limit(&v), ENV_DOWNLOAD_LIMIT)?;
         }
+        if let Some(v) = env(ENV_UPLOAD_BUDGET_DAILY) {
+            config.node.upload_budget_daily = from(budget(&v), ENV_UPLOAD_BUDGET_DAILY)?;
+        }
+        if let Some(v) = env(ENV_UPLOAD_BUDGET_MONTHLY) {
+            config.node.upload_budget_monthly = from(budget(&v), ENV_UPLOAD_BUDGET_MONTHLY)?;
+        }
 
         if let Some(network) = &flags.network {
             config.network = from(checked_network(network), "--network")?;
@@ -398,6 +431,12 @@ impl Config {
         }
         if let Some(v) = &flags.download_limit {
             config.node.download_limit = from(limit(v), "--download-limit")?;
+        }
+        if let Some(v) = &flags.upload_budget_daily {
+            config.node.upload_budget_daily = from(budget(v), "--upload-budget-daily")?;
+        }
+        if let Some(v) = &flags.upload_budget_monthly {
+            config.node.upload_budget_monthly = from(budget(v), "--upload-budget-monthly")?;
         }
         if let Some(level) = &flags.log_level {
             config.log_level = from(checked_log_level(level), "--log-level")?;
@@ -530,6 +569,19 @@ fn limit(text: &str) -> anyhow::Result<Option<Rate>> {
     Ok(parse_limit(text)?)
 }
 
+/// An upload budget: a size with units ("10GiB") or "unlimited", at least [`MIN_UPLOAD_BUDGET`].
+fn budget(text: &str) -> anyhow::Result<Option<u64>> {
+    let Some(Rate(bytes)) = parse_limit(text)? else {
+        return Ok(None);
+    };
+    if bytes < MIN_UPLOAD_BUDGET {
+        bail!(
+            "upload budget {text:?} is too small: at least 16MiB (one upload request), or \"unlimited\""
+        );
+    }
+    Ok(Some(bytes))
+}
+
 fn checked_cache_mib(mib: u64) -> anyhow::Result<u64> {
     if !(1..=MAX_CACHE_MIB).contains(&mib) {
         bail!("invalid cache size {mib} MiB: it must be between 1 and {MAX_CACHE_MIB}");
@@ -579,14 +631,21 @@ api_listen = "{DEFAULT_API_LISTEN}"
 peers = []
 # Payload bytes this node receives from a peer between two receipts it proposes.
 ack_bytes = {DEFAULT_ACK_BYTES}
-# Bytes this node sends a peer ahead of that peer's receipts. A peer that never signs gets at
-# most this much from this node.
+# Bytes this node sends a peer without standing ahead of that peer's receipts: a peer that
+# never signs gets at most this much from this node. Peers with standing get more, up to 16
+# times this.
 credit_window = {DEFAULT_CREDIT_WINDOW}
 # Global upload and download limits in bytes per second, with units ("2MiB", "500KiB", "1.5MB")
 # or "unlimited". Changeable at runtime through the API. Environment: TALLY_UPLOAD_LIMIT,
 # TALLY_DOWNLOAD_LIMIT; flags: --upload-limit, --download-limit.
 upload_limit = "unlimited"
 download_limit = "unlimited"
+# Upload budgets (data caps): bytes uploaded at most per UTC day and per UTC calendar month,
+# with units ("10GiB", "200GiB") or "unlimited"; at least 16MiB. Past one, uploads wait until it
+# resets; `tally status` shows what is used. Environment: TALLY_UPLOAD_BUDGET_DAILY,
+# TALLY_UPLOAD_BUDGET_MONTHLY; flags: --upload-budget-daily, --upload-budget-monthly.
+upload_budget_daily = "unlimited"
+upload_budget_monthly = "unlimited"
 # Connections kept at most, incoming and outgoing together.
 max_connections = {DEFAULT_MAX_CONNECTIONS}
 # Gossip: every this many milliseconds the node syncs receipts, conflict proofs, provider and
@@ -648,6 +707,8 @@ mod tests {
                     credit_window: Some(DEFAULT_CREDIT_WINDOW),
                     upload_limit: Some("unlimited".into()),
                     download_limit: Some("unlimited".into()),
+                    upload_budget_daily: Some("unlimited".into()),
+                    upload_budget_monthly: Some("unlimited".into()),
                     max_connections: Some(DEFAULT_MAX_CONNECTIONS as u64),
                     gossip_interval_ms: Some(DEFAULT_GOSSIP_INTERVAL_MS),
                     max_third_party_receipts: Some(DEFAULT_MAX_THIRD_PARTY_RECEIPTS),
@@ -767,6 +828,42 @@ mod tests {
             };
             Config::layered(&FileConfig::default(), "config.toml", &no_env, &flags).unwrap();
         }
+    }
+
+    #[test]
+    fn upload_budgets_layer_and_refuse_sizes_below_one_request() {
+        let no_env = |_: &str| None;
+        let file = FileConfig::parse(
+            "[node]\nupload_budget_daily = \"10GiB\"\nupload_budget_monthly = \"unlimited\"\n",
+        )
+        .unwrap();
+        let config = Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap();
+        assert_eq!(config.node.upload_budget_daily, Some(10 << 30));
+        assert_eq!(config.node.upload_budget_monthly, None);
+        let env = |name: &str| (name == ENV_UPLOAD_BUDGET_MONTHLY).then(|| "200GiB".to_owned());
+        let flags = Overrides {
+            upload_budget_daily: Some("unlimited".into()),
+            ..Overrides::default()
+        };
+        let config = Config::layered(&file, "config.toml", &env, &flags).unwrap();
+        assert_eq!(config.node.upload_budget_daily, None);
+        assert_eq!(config.node.upload_budget_monthly, Some(200 << 30));
+        let flags = Overrides {
+            upload_budget_daily: Some("1MiB".into()),
+            ..Overrides::default()
+        };
+        let err = Config::layered(&file, "config.toml", &no_env, &flags).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("--upload-budget-daily") && message.contains("too small"),
+            "{message}"
+        );
+        let bad = FileConfig::parse("[node]\nupload_budget_daily = \"lots\"\n").unwrap();
+        let err = Config::layered(&bad, "config.toml", &no_env, &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("upload_budget_daily"),
+            "{err:#}"
+        );
     }
 
     #[test]

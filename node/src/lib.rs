@@ -92,6 +92,14 @@ impl Context {
                 .map(|a| a.peers.clone())
                 .unwrap_or_default(),
             upload_limit: cli.command.run_flags().and_then(|a| a.upload_limit.clone()),
+            upload_budget_daily: cli
+                .command
+                .run_flags()
+                .and_then(|a| a.upload_budget_daily.clone()),
+            upload_budget_monthly: cli
+                .command
+                .run_flags()
+                .and_then(|a| a.upload_budget_monthly.clone()),
             download_limit: cli
                 .command
                 .run_flags()

@@ -171,6 +171,8 @@ fn init_creates_private_files_and_a_config_with_every_key() {
             "credit_window",
             "upload_limit",
             "download_limit",
+            "upload_budget_daily",
+            "upload_budget_monthly",
             "max_connections",
             "gossip_interval_ms",
             "max_third_party_receipts",

@@ -273,3 +273,45 @@ async fn a_limited_seeder_shares_its_upload_by_standing_and_the_freerider_finish
     }
     seeder.stop().await;
 }
+
+/// A seeder with a daily upload budget of 16 MiB serves that much of a 20 MiB file and no
+/// more until the day resets; the status shows what was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_budget_stops_uploads_once_spent_and_the_status_shows_it() {
+    const BUDGET: u64 = 16 << 20;
+    let seeder = TestNode::start_with(Behaviour::default(), |config| {
+        config.node.upload_budget_daily = Some(BUDGET);
+    })
+    .await;
+    let leecher = TestNode::start(Behaviour::default()).await;
+    leecher.connect(&seeder).await;
+    let size = 20 << 20;
+    let content = seeder.share(&payload(size, 3));
+    let status = fetch::start(leecher.shared(), content, leecher.out("capped.bin")).unwrap();
+    let uploads = &seeder.shared().uploads;
+    // Spent: requests queued before are held until the day resets, later ones refused.
+    wait_for("the budget spent", || {
+        uploads
+            .budget_status(tally_node::daemon::now_ms())
+            .is_some_and(|b| b.day.remaining == Some(0))
+    })
+    .await;
+    assert!(
+        uploads
+            .budget_allows(tally_node::daemon::now_ms(), u64::from(CHUNK_SIZE))
+            .is_err()
+    );
+    let got = status.bytes_have.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        got <= BUDGET,
+        "the leecher got {got} bytes past a budget of {BUDGET}"
+    );
+    let api = NodeHandle::new(Arc::clone(seeder.shared()));
+    let shown = api.status().await.unwrap().upload_budget;
+    assert_eq!(shown.day.limit, Some(BUDGET));
+    assert!(shown.day.used <= BUDGET && shown.day.used >= BUDGET - u64::from(CHUNK_SIZE));
+    assert_eq!(shown.month.limit, None);
+    assert!(shown.day.resets_at_ms > tally_node::daemon::now_ms());
+    leecher.stop().await;
+    seeder.stop().await;
+}

@@ -142,6 +142,30 @@ pub struct Status {
     pub dishonest_peers: Vec<HexId>,
     /// What gossip did since the node started.
     pub gossip: GossipStatus,
+    /// Upload used today and this month, against the budgets (data caps) if any.
+    pub upload_budget: UploadBudgetStatus,
+}
+
+/// Upload used in the current UTC day and month, and the budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadBudgetStatus {
+    /// The current UTC day.
+    pub day: BudgetPeriod,
+    /// The current UTC calendar month.
+    pub month: BudgetPeriod,
+}
+
+/// One period of an upload budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetPeriod {
+    /// Bytes uploaded in it so far (counted with or without a budget).
+    pub used: u64,
+    /// The budget in bytes; `null` is unlimited.
+    pub limit: Option<u64>,
+    /// Bytes still allowed; `null` without a budget.
+    pub remaining: Option<u64>,
+    /// When it ends and its count resets, Unix milliseconds.
+    pub resets_at_ms: u64,
 }
 
 /// Dishonest peers listed in [`Status::dishonest_peers`] at most.

@@ -69,6 +69,7 @@ impl NodeApi for FakeNode {
             limits: state.limits,
             dishonest_peers: Vec::new(),
             gossip: GossipStatus::default(),
+            upload_budget: Default::default(),
         })
     }
 

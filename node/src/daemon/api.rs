@@ -10,14 +10,15 @@ use tally_ledger::{Pair, PeerId};
 use tally_web::api::NodeApi;
 use tally_web::error::ApiError;
 use tally_web::model::{
-    ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo, DownloadState,
-    GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits, ShareRequest,
-    StandingInfo, StandingPath, Status, StoreStatus, TransferTotals, UploadQueueInfo,
+    BudgetPeriod, ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo,
+    DownloadState, GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits,
+    ShareRequest, StandingInfo, StandingPath, Status, StoreStatus, TransferTotals,
+    UploadBudgetStatus, UploadQueueInfo,
 };
 
-use super::Shared;
 use super::fetch::{DownloadStatus, Phase};
 use super::peers::{self, Direction};
+use super::{Shared, now_ms};
 use crate::config::PeerAddr;
 use crate::content::{ContentError, ContentId};
 use crate::rate::Rate;
@@ -118,6 +119,20 @@ impl NodeApi for NodeHandle {
             .collect();
         let stats = &shared.gossip.stats;
         let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let budget = shared.uploads.budget_status(now_ms());
+        let period = |p: Option<tally_market::PeriodStatus>| {
+            p.map(|p| BudgetPeriod {
+                used: p.used,
+                limit: p.limit,
+                remaining: p.remaining,
+                resets_at_ms: p.resets_at_ms,
+            })
+            .unwrap_or_default()
+        };
+        let upload_budget = UploadBudgetStatus {
+            day: period(budget.map(|b| b.day)),
+            month: period(budget.map(|b| b.month)),
+        };
         let gossip = GossipStatus {
             sessions: count(&stats.sessions_started) + count(&stats.sessions_answered),
             sessions_failed: count(&stats.sessions_failed),
@@ -164,6 +179,7 @@ impl NodeApi for NodeHandle {
             limits: self.current_limits(),
             dishonest_peers,
             gossip,
+            upload_budget,
         })
     }
 

@@ -292,6 +292,14 @@ impl Node {
             peers::keep_dialing(&shared, peer);
         }
         crate::gossip::task::start(&shared);
+        let budget = tally_market::UploadBudget::new(
+            shared.settings.upload_budget_daily,
+            shared.settings.upload_budget_monthly,
+        );
+        shared
+            .uploads
+            .set_budget(budget)
+            .context("the upload budget is smaller than one upload request")?;
         standing::start(&shared);
         upload::start(&shared);
         Ok(Self { shared })

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Shared;
 use super::pairs::{PairError, Window};
+use super::{Shared, now_ms};
 use crate::content::ContentId;
 use crate::transport::{Connection, ErrorCode, FrameReader, FrameWriter};
 use crate::wire::{self, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, RefusalCode, Request, Response};
@@ -215,6 +215,15 @@ async fn serve_chunk(
             return Ok(writer.send(&full(unacknowledged)).await?);
         }
         Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    }
+    // A spent budget refuses at once rather than holding the request for hours.
+    if let Err(resets_at_ms) = shared.uploads.budget_allows(now_ms(), u64::from(len)) {
+        let message = format!(
+            "this node's upload budget is spent until {resets_at_ms} (Unix ms); try another provider"
+        );
+        return Ok(writer
+            .send(&Response::refused(RefusalCode::Unavailable, message))
+            .await?);
     }
     // Its turn, in order of standing, within the upload limit and budget.
     let turn = tokio::select! {

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tally_ledger::PeerId;
-use tally_market::{Dequeued, QueuePosition, Refused, Scheduler, SchedulerConfig};
+use tally_market::{
+    BudgetStatus, BudgetTooSmall, Dequeued, QueuePosition, Refused, Scheduler, SchedulerConfig,
+    UploadBudget,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{Shared, now_ms};
@@ -86,6 +89,24 @@ impl UploadQueue {
     /// Where `peer` stands in the queue, if it has requests waiting.
     pub fn position(&self, peer: &PeerId) -> Option<QueuePosition> {
         self.scheduler().position(peer)
+    }
+
+    /// Sets the upload budgets (data caps); unlimited ones still count what is used.
+    pub fn set_budget(&self, budget: UploadBudget) -> Result<(), BudgetTooSmall> {
+        self.scheduler().set_budget(Some(budget))
+    }
+
+    /// What the budgets allow now.
+    pub fn budget_status(&self, now_ms: u64) -> Option<BudgetStatus> {
+        self.scheduler().budget().map(|b| b.status(now_ms))
+    }
+
+    /// Whether the budgets allow `bytes` more now; if not, when they reset (Unix ms).
+    pub fn budget_allows(&self, now_ms: u64, bytes: u64) -> Result<(), u64> {
+        match self.scheduler().budget() {
+            Some(budget) => budget.check(now_ms, bytes).map_err(|e| e.resets_at_ms),
+            None => Ok(()),
+        }
     }
 
     /// The scheduling weight of a peer of `standing`.
