@@ -160,6 +160,45 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Get(GetArgs),
 
+    /// Offer upload for sale: post a signed offer to the market and flood it to peers
+    ///
+    /// The offer says: this node will upload up to --bytes, at up to --rate, for --price
+    /// credits per GiB, until --ttl from now. A bid that crosses it (a maximum price at or above
+    /// it) becomes a trade once this node countersigns the buyer's proposal. Prints the order id.
+    ///
+    /// Examples:
+    ///   tally offer --bytes 10GiB --price 5
+    ///   tally offer --bytes 500MiB --price 0 --rate 2MiB/s --ttl 6h --json
+    #[command(verbatim_doc_comment)]
+    Offer(OfferArgs),
+
+    /// Bid for upload: post a signed bid to the market and flood it to peers
+    ///
+    /// The bid says: this node will buy up to --bytes (of --content, if given) at up to
+    /// --max-price credits per GiB, until --ttl from now. Each offer it crosses, in this node's
+    /// book, is proposed to its seller as a trade. Prints the order id.
+    ///
+    /// Examples:
+    ///   tally bid --bytes 1GiB --max-price 8
+    ///   tally bid --bytes 200MiB --max-price 3 --content 9f86d081...e2 --ttl 30m --json
+    #[command(verbatim_doc_comment)]
+    Bid(BidArgs),
+
+    /// Show the market: the book's best offers and bids, this node's orders and its trades
+    ///
+    /// Examples:
+    ///   tally market
+    ///   tally market --json
+    #[command(verbatim_doc_comment)]
+    Market(JsonArgs),
+
+    /// Cancel one of this node's orders and flood the signed cancellation to peers
+    ///
+    /// Examples:
+    ///   tally cancel 5c1f0e3a...      # the full 64-hex-character order id
+    #[command(verbatim_doc_comment)]
+    Cancel(CancelArgs),
+
     /// Inspect, move and check the receipts in the store.
     ///
     /// The store holds the latest receipt of every (uploader, downloader) pair this node knows,
@@ -300,6 +339,68 @@ pub struct GetArgs {
     pub out: PathBuf,
 
     /// Print the final state as JSON (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally offer`.
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// Bytes for sale, with units: 10GiB, 500MiB, 1.5GB, 4096.
+    #[arg(long, value_name = "SIZE")]
+    pub bytes: String,
+
+    /// Credits asked per GiB (0 is free seeding).
+    #[arg(long, value_name = "CREDITS_PER_GIB")]
+    pub price: u64,
+
+    /// Most bytes per second uploaded for it, with units (2MiB/s). Defaults to the node's
+    /// upload limit, or unlimited.
+    #[arg(long, value_name = "SIZE/s")]
+    pub rate: Option<String>,
+
+    /// How long the offer lives: 90s, 30m, 6h, 2d (at most 7d). Defaults to 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Print the order as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally bid`.
+#[derive(Debug, Args)]
+pub struct BidArgs {
+    /// Bytes wanted, with units: 1GiB, 200MiB, 4096.
+    #[arg(long, value_name = "SIZE")]
+    pub bytes: String,
+
+    /// Most credits paid per GiB.
+    #[arg(long, value_name = "N")]
+    pub max_price: u64,
+
+    /// The content wanted (64 hex characters, as `tally share` printed it).
+    #[arg(long, value_name = "CONTENT_ID")]
+    pub content: Option<String>,
+
+    /// How long the bid lives: 90s, 30m, 6h, 2d (at most 7d). Defaults to 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Print the order as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The order's id: 64 hex characters, as `tally offer`, `tally bid` or `tally market`
+    /// printed it.
+    #[arg(value_name = "ORDER_ID")]
+    pub order_id: String,
+
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

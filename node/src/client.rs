@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tally_web::HexId;
 use tally_web::model::{
-    ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest, PeerInfo, RateLimits,
-    ShareRequest, StandingInfo, Status,
+    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest, MarketInfo,
+    OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
 };
 use tally_web::server::{API_PREFIX, NDJSON};
 use ureq::http::Response;
@@ -226,6 +226,37 @@ impl ApiClient {
             .header("Authorization", &self.authorization)
             .send_empty();
         check(&url, response).map(drop)
+    }
+
+    /// `GET /market`: the book's best orders, this node's orders and trades.
+    pub fn market(&self) -> Result<MarketInfo, ClientError> {
+        self.get_json("/market")
+    }
+
+    /// `POST /offers`: signs, posts and floods an offer.
+    pub fn post_offer(&self, request: &OfferRequest) -> Result<OrderInfo, ClientError> {
+        self.send_json(Method::Post, "/offers", request)
+    }
+
+    /// `POST /bids`: signs, posts and floods a bid.
+    pub fn post_bid(&self, request: &BidRequest) -> Result<OrderInfo, ClientError> {
+        self.send_json(Method::Post, "/bids", request)
+    }
+
+    /// `DELETE /orders/{order_id}`: cancels one of the node's orders.
+    pub fn cancel_order(&self, order_id: &HexId) -> Result<(), ClientError> {
+        let url = self.url(&format!("/orders/{order_id}"));
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", &self.authorization)
+            .call();
+        check(&url, response).map(drop)
+    }
+
+    /// `GET /trades`.
+    pub fn trades(&self) -> Result<Vec<TradeInfo>, ClientError> {
+        self.get_json("/trades")
     }
 
     fn url(&self, path: &str) -> String {
@@ -462,6 +493,55 @@ mod tests {
             self.stop.notify_one();
             Ok(())
         }
+        async fn market(&self) -> Result<MarketInfo, ApiError> {
+            Ok(MarketInfo {
+                offers: vec![order(true)],
+                bids: Vec::new(),
+                offers_total: 1,
+                bids_total: 0,
+                mine: vec![order(true)],
+                trades: Vec::new(),
+            })
+        }
+        async fn post_offer(&self, request: OfferRequest) -> Result<OrderInfo, ApiError> {
+            Ok(OrderInfo {
+                bytes: request.bytes,
+                ..order(true)
+            })
+        }
+        async fn post_bid(&self, request: BidRequest) -> Result<OrderInfo, ApiError> {
+            Ok(OrderInfo {
+                bytes: request.bytes,
+                side: tally_web::model::OrderSide::Bid,
+                ..order(true)
+            })
+        }
+        async fn cancel_order(&self, order_id: HexId) -> Result<(), ApiError> {
+            if order_id == ID.parse::<HexId>().unwrap() {
+                Ok(())
+            } else {
+                Err(ApiError::not_found("no such order"))
+            }
+        }
+        async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn order(mine: bool) -> OrderInfo {
+        OrderInfo {
+            order_id: ID.parse().unwrap(),
+            side: tally_web::model::OrderSide::Offer,
+            owner: ID.parse().unwrap(),
+            bytes: 10,
+            remaining: 10,
+            price_per_gib: 1,
+            max_rate: Some(1),
+            content_id: None,
+            expires_ms: 1,
+            mine,
+            cancelled: false,
+        }
     }
 
     struct Node {
@@ -542,6 +622,29 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, [1, 2, 3]);
+
+        assert_eq!(client.market().unwrap().mine, vec![order(true)]);
+        let offer = OfferRequest {
+            bytes: 5,
+            price_per_gib: 1,
+            max_rate: None,
+            ttl_s: None,
+        };
+        assert_eq!(client.post_offer(&offer).unwrap().bytes, 5);
+        let bid = BidRequest {
+            bytes: 6,
+            max_price_per_gib: 1,
+            content_id: None,
+            ttl_s: Some(60),
+        };
+        assert_eq!(client.post_bid(&bid).unwrap().bytes, 6);
+        client.cancel_order(&id).unwrap();
+        let unknown: HexId = "cd".repeat(32).parse().unwrap();
+        assert!(matches!(
+            client.cancel_order(&unknown),
+            Err(ClientError::Api { status: 404, .. })
+        ));
+        assert_eq!(client.trades().unwrap(), Vec::new());
 
         client.shutdown().unwrap();
         let Node { runtime, task, .. } = node;

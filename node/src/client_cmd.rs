@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tally_web::model::{
-    ConnectRequest, Direction, DownloadInfo, DownloadState, GetRequest, HexId, ShareRequest,
+    BidRequest, ConnectRequest, Direction, DownloadInfo, DownloadState, GetRequest, HexId,
+    MAX_ORDER_TTL_S, OfferRequest, OrderInfo, OrderSide, ShareRequest,
 };
 
-use crate::cli::{ConnectArgs, GetArgs, JsonArgs, ShareArgs, StandingArgs};
+use crate::cli::{
+    BidArgs, CancelArgs, ConnectArgs, GetArgs, JsonArgs, OfferArgs, ShareArgs, StandingArgs,
+};
 use crate::client::ApiClient;
 use crate::daemon::{NodeFile, node_file_path};
 use crate::id_cmd::{self, write_json_line};
@@ -347,6 +350,161 @@ pub fn export(context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> 
     Ok(Status::Success)
 }
 
+/// `tally offer`.
+pub fn offer(args: &OfferArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let request = OfferRequest {
+        bytes: parse_size(&args.bytes, "--bytes")?,
+        price_per_gib: args.price,
+        max_rate: args
+            .rate
+            .as_deref()
+            .map(|r| parse_size(r, "--rate"))
+            .transpose()?,
+        ttl_s: args.ttl.as_deref().map(parse_ttl).transpose()?,
+    };
+    let order = node_client(context)?.post_offer(&request)?;
+    report_order(&order, args.json, out)
+}
+
+/// `tally bid`.
+pub fn bid(args: &BidArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let content_id = args
+        .content
+        .as_deref()
+        .map(|c| {
+            c.parse::<HexId>()
+                .map_err(|e| anyhow::anyhow!("--content `{c}` is not a content id: {e}"))
+        })
+        .transpose()?;
+    let request = BidRequest {
+        bytes: parse_size(&args.bytes, "--bytes")?,
+        max_price_per_gib: args.max_price,
+        content_id,
+        ttl_s: args.ttl.as_deref().map(parse_ttl).transpose()?,
+    };
+    let order = node_client(context)?.post_bid(&request)?;
+    report_order(&order, args.json, out)
+}
+
+fn report_order(order: &OrderInfo, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
+    if json {
+        write_json_line(out, order)?;
+    } else {
+        writeln!(out, "{}", order.order_id)?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally market`.
+pub fn market(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let market = node_client(context)?.market()?;
+    if args.json {
+        write_json_line(out, &market)?;
+        return Ok(Status::Success);
+    }
+    let line = |out: &mut dyn Write, o: &OrderInfo| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "  {:<5} {:<16} {:>10} of {:>10} at {:>6}/GiB  by {}{}",
+            match o.side {
+                OrderSide::Offer => "offer",
+                OrderSide::Bid => "bid",
+            },
+            &o.order_id.to_string()[..16],
+            human_bytes(o.remaining),
+            human_bytes(o.bytes),
+            o.price_per_gib,
+            &o.owner.to_string()[..16],
+            if o.cancelled { " (cancelled)" } else { "" }
+        )
+    };
+    writeln!(out, "offers ({} in the book)", market.offers_total)?;
+    for o in &market.offers {
+        line(out, o)?;
+    }
+    writeln!(out, "bids ({} in the book)", market.bids_total)?;
+    for o in &market.bids {
+        line(out, o)?;
+    }
+    writeln!(out, "my orders ({})", market.mine.len())?;
+    for o in &market.mine {
+        line(out, o)?;
+    }
+    writeln!(out, "my trades ({})", market.trades.len())?;
+    for t in &market.trades {
+        writeln!(
+            out,
+            "  {:<6} {:<10} {:>10} at {:>6}/GiB  {}{}",
+            t.role,
+            t.state,
+            human_bytes(t.bytes),
+            t.price_per_gib,
+            &t.trade_id.to_string()[..16],
+            t.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// `tally cancel`.
+pub fn cancel(args: &CancelArgs, context: &Context, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let order_id: HexId = args.order_id.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not an order id ({e}); `tally market` lists this node's orders",
+            args.order_id
+        )
+    })?;
+    node_client(context)?.cancel_order(&order_id)?;
+    if args.json {
+        write_json_line(
+            out,
+            &serde_json::json!({ "order_id": order_id, "cancelled": true }),
+        )?;
+    } else {
+        writeln!(out, "cancelled {order_id}")?;
+    }
+    Ok(Status::Success)
+}
+
+/// A size such as `10MiB`, `1.5GB` or `4096` (an optional `/s` is accepted, for rates).
+pub fn parse_size(text: &str, flag: &str) -> anyhow::Result<u64> {
+    text.parse::<crate::rate::Rate>().map(|r| r.0).map_err(|_| {
+        anyhow::anyhow!(
+            "{flag} `{text}` is not a size: write bytes such as 10MiB, 500KiB, 1.5GB or 4096"
+        )
+    })
+}
+
+/// A lifetime such as `90s`, `30m`, `6h` or `2d` (a bare number is seconds), in seconds: from
+/// 1 second to 7 days.
+pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--ttl `{text}` is not a duration: write 90s, 30m, 6h or 2d (from 1s to 7d)"
+        )
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match number.checked_mul(factor) {
+        Some(seconds) if (1..=MAX_ORDER_TTL_S).contains(&seconds) => Ok(seconds),
+        _ => Err(bad()),
+    }
+}
+
 fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
@@ -364,5 +522,28 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_lifetimes_parse_or_say_what_to_write() {
+        assert_eq!(parse_size("10MiB", "--bytes").unwrap(), 10 << 20);
+        assert_eq!(parse_size("2MiB/s", "--rate").unwrap(), 2 << 20);
+        assert_eq!(parse_size("4096", "--bytes").unwrap(), 4096);
+        let error = parse_size("ten", "--bytes").unwrap_err().to_string();
+        assert!(error.contains("--bytes `ten` is not a size"), "{error}");
+        assert_eq!(parse_ttl("90s").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("6h").unwrap(), 21_600);
+        assert_eq!(parse_ttl("7d").unwrap(), MAX_ORDER_TTL_S);
+        assert_eq!(parse_ttl("15").unwrap(), 15);
+        for bad in ["8d", "0s", "1w", "", "h", "-1m"] {
+            let error = parse_ttl(bad).unwrap_err().to_string();
+            assert!(error.contains("is not a duration"), "{bad}: {error}");
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod gossip;
 pub mod id_cmd;
 pub mod init;
 pub mod ledger_cmd;
+pub mod market;
 pub mod rate;
 pub mod run_cmd;
 pub mod transport;
@@ -128,6 +129,10 @@ pub fn run(
         Command::Connect(args) => client_cmd::connect(args, context, out)?,
         Command::Share(args) => client_cmd::share(args, context, out)?,
         Command::Get(args) => client_cmd::get(args, context, out)?,
+        Command::Offer(args) => client_cmd::offer(args, context, out)?,
+        Command::Bid(args) => client_cmd::bid(args, context, out)?,
+        Command::Market(args) => client_cmd::market(args, context, out)?,
+        Command::Cancel(args) => client_cmd::cancel(args, context, out)?,
         Command::Ledger { command } => match command {
             LedgerCommand::Export { json } => ledger_cmd::export(context, *json, out)?,
             LedgerCommand::Import { file, json } => {

@@ -17,12 +17,17 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use tally_ledger::sync::ShortId;
 use tally_ledger::{ConflictProof, Proposal, Receipt};
+use tally_market::{Agreement, Bid, Cancel, Offer, TradeProposal};
 
 use crate::content::ContentId;
 use crate::gossip::records::{PeerRecord, ProviderRecord};
 
-/// Largest request frame: requests are small and fixed in shape.
-pub const MAX_REQUEST_FRAME: usize = 4 * 1024;
+/// Largest request frame: requests are small and fixed in shape, but for a
+/// [`Request::Orders`] of [`MAX_ORDERS_PER_MESSAGE`] bids (about 180 bytes each).
+pub const MAX_REQUEST_FRAME: usize = 16 * 1024;
+
+/// Orders and cancellations in one [`Request::Orders`] at most.
+pub const MAX_ORDERS_PER_MESSAGE: usize = 64;
 
 /// Largest response frame: a manifest of the largest content the content store accepts.
 pub const MAX_RESPONSE_FRAME: usize = crate::content::MAX_MANIFEST_LEN + 1024;
@@ -67,6 +72,25 @@ pub enum Request {
     /// A conflict proof the requester has just learned, pushed at once to every connected peer
     /// so it overtakes the periodic sync. The answer is [`Response::Received`].
     Conflict(ConflictProof),
+    /// Offers, bids and cancellations (at most [`MAX_ORDERS_PER_MESSAGE`]) the requester has
+    /// just made or learned, flooded at once to every connected peer, and the live orders of
+    /// its book pushed to a peer that has just connected. The answer is [`Response::Received`],
+    /// or a refusal ([`RefusalCode::Invalid`], with a penalty) if any does not verify.
+    Orders(Vec<OrderMessage>),
+    /// The buyer's signed trade terms for a fill of its bid against the responder's offer. The
+    /// answer is [`Response::Agreement`] (the responder countersigned) or a refusal.
+    Trade(TradeProposal),
+}
+
+/// One signed order or cancellation, as [`Request::Orders`] carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderMessage {
+    /// An offer to sell upload.
+    Offer(Offer),
+    /// A bid to buy upload.
+    Bid(Bid),
+    /// The owner's withdrawal of an offer or a bid.
+    Cancel(Cancel),
 }
 
 /// The two pairs between two peers, from the sender's side.
@@ -112,8 +136,10 @@ pub enum Response {
         /// Why, for people (at most [`MAX_REASON`] bytes).
         message: String,
     },
-    /// The request was taken (the answer to [`Request::Conflict`]).
+    /// The request was taken (the answer to [`Request::Conflict`] and [`Request::Orders`]).
     Received,
+    /// The seller's countersignature of a [`Request::Trade`]: the trade is agreed.
+    Agreement(Agreement),
 }
 
 /// Largest gossip frame: a set-reconciliation message at its cap, with room for framing.
@@ -312,6 +338,59 @@ mod tests {
         ] {
             round_trip(&response);
         }
+    }
+
+    #[test]
+    fn a_full_message_of_the_largest_orders_fits_the_request_cap() {
+        let net = NetworkId::from_name("tally");
+        let owner = Identity::from_secret_bytes([3; 32]);
+        let bid = tally_market::Bid::sign(
+            &owner,
+            &net,
+            tally_market::BidTerms {
+                bytes: u64::MAX,
+                content: Some([9; 32]),
+                max_price_per_gib: u64::MAX,
+                issued_ms: u64::MAX,
+                expires_ms: u64::MAX,
+                nonce: u64::MAX,
+            },
+        );
+        let offer = tally_market::Offer::sign(
+            &owner,
+            &net,
+            tally_market::OfferTerms {
+                bytes: u64::MAX,
+                max_rate: u64::MAX,
+                price_per_gib: u64::MAX,
+                issued_ms: u64::MAX,
+                expires_ms: u64::MAX,
+                nonce: u64::MAX,
+            },
+        );
+        let cancel = tally_market::Cancel::sign(&owner, &net, bid.id(&net), u64::MAX);
+        let full = Request::Orders(vec![OrderMessage::Bid(bid); MAX_ORDERS_PER_MESSAGE]);
+        assert!(postcard::to_stdvec(&full).unwrap().len() <= MAX_REQUEST_FRAME);
+        round_trip(&Request::Orders(vec![
+            OrderMessage::Offer(offer),
+            OrderMessage::Bid(bid),
+            OrderMessage::Cancel(cancel),
+        ]));
+        let fill = tally_market::Fill {
+            offer_id: offer.id(&net),
+            bid_id: bid.id(&net),
+            seller: owner.peer_id(),
+            buyer: Identity::from_secret_bytes([4; 32]).peer_id(),
+            bytes: 5,
+            price_per_gib: 7,
+            content: None,
+        };
+        let proposal = tally_market::TradeTerms::from_fill(&fill, 9)
+            .propose(&Identity::from_secret_bytes([4; 32]), &net);
+        let trade = Request::Trade(proposal);
+        round_trip(&trade);
+        assert!(postcard::to_stdvec(&trade).unwrap().len() <= MAX_REQUEST_FRAME);
+        round_trip(&Response::Agreement(proposal.countersign(&owner, &net)));
     }
 
     #[test]

@@ -353,3 +353,70 @@ fn standing_of_a_peer_is_explained_by_the_running_node() {
     assert!(stderr.contains("is not a peer id"), "{stderr}");
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn an_offer_is_posted_listed_and_cancelled_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("n");
+    let daemon = Daemon::start(&data, &[]);
+    let offer = json(&run_ok(
+        &data,
+        &[
+            "offer", "--bytes", "10MiB", "--price", "5", "--rate", "2MiB/s", "--ttl", "30m",
+            "--json",
+        ],
+    ));
+    let id = offer["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(offer["side"], "offer");
+    assert_eq!(offer["bytes"], 10 << 20);
+    assert_eq!(offer["max_rate"], 2 << 20);
+    assert_eq!(offer["price_per_gib"], 5);
+    let market = json(&run_ok(&data, &["market", "--json"]));
+    assert_eq!(market["offers"][0]["order_id"], id.as_str());
+    assert_eq!(market["mine"][0]["order_id"], id.as_str());
+    assert_eq!(market["offers_total"], 1);
+    let text = run_ok(&data, &["market"]);
+    assert!(text.contains(&id[..16]), "{text}");
+
+    let cancelled = json(&run_ok(&data, &["cancel", &id, "--json"]));
+    assert_eq!(cancelled["cancelled"], true);
+    let market = json(&run_ok(&data, &["market", "--json"]));
+    assert_eq!(market["offers_total"], 0);
+    assert_eq!(market["mine"][0]["cancelled"], true);
+
+    // Cancelled already: the node says so (404), exit 2.
+    let output = tally(&data).args(["cancel", &id]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("404"), "{stderr}");
+    // Bad input: a readable error before any request.
+    for (args, says) in [
+        (
+            &["offer", "--bytes", "ten", "--price", "1"][..],
+            "is not a size",
+        ),
+        (
+            &["bid", "--bytes", "1MiB", "--max-price", "1", "--ttl", "9d"][..],
+            "is not a duration",
+        ),
+        (
+            &[
+                "bid",
+                "--bytes",
+                "1MiB",
+                "--max-price",
+                "1",
+                "--content",
+                "x",
+            ][..],
+            "is not a content id",
+        ),
+        (&["cancel", "not-an-id"][..], "is not an order id"),
+    ] {
+        let output = tally(&data).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(daemon.stop().success());
+}

@@ -4,8 +4,8 @@ use std::future::Future;
 
 use crate::error::ApiError;
 use crate::model::{
-    ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, PeerInfo, RateLimits,
-    ShareRequest, StandingInfo, Status,
+    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, MarketInfo,
+    OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
 };
 
 /// The node as the HTTP API sees it. One method per endpoint; the server checks auth and the
@@ -71,4 +71,27 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Asks the node to stop gracefully. Answers once the request is taken, before the node
     /// has stopped, so the HTTP response can still be delivered.
     fn shutdown(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// The book's best orders, this node's orders and its trades.
+    fn market(&self) -> impl Future<Output = Result<MarketInfo, ApiError>> + Send;
+
+    /// Signs and posts an offer (the server has run [`OfferRequest::check`]); floods it.
+    fn post_offer(
+        &self,
+        request: OfferRequest,
+    ) -> impl Future<Output = Result<OrderInfo, ApiError>> + Send;
+
+    /// Signs and posts a bid (the server has run [`BidRequest::check`]); floods it and
+    /// proposes the trades it makes.
+    fn post_bid(
+        &self,
+        request: BidRequest,
+    ) -> impl Future<Output = Result<OrderInfo, ApiError>> + Send;
+
+    /// Cancels this node's order: [`ApiError::not_found`] if no live order has the id,
+    /// [`ApiError::conflict`] if it is someone else's.
+    fn cancel_order(&self, order_id: HexId) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// This node's trades, oldest first.
+    fn trades(&self) -> impl Future<Output = Result<Vec<TradeInfo>, ApiError>> + Send;
 }

@@ -473,6 +473,156 @@ pub struct DownloadInfo {
     pub error: Option<String>,
 }
 
+/// Longest an order may live, in seconds: 7 days.
+pub const MAX_ORDER_TTL_S: u64 = 7 * 24 * 3600;
+
+/// Body of `POST /api/v1/offers`: sell upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRequest {
+    /// Bytes for sale; at least 1.
+    pub bytes: u64,
+    /// Credits asked per GiB (0 is free seeding).
+    pub price_per_gib: u64,
+    /// Most bytes per second the node will upload for it; `null` for the node's upload limit,
+    /// or unlimited.
+    #[serde(default)]
+    pub max_rate: Option<u64>,
+    /// Seconds the offer lives, 1 to [`MAX_ORDER_TTL_S`]; `null` for an hour.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// Body of `POST /api/v1/bids`: buy upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BidRequest {
+    /// Bytes wanted; at least 1.
+    pub bytes: u64,
+    /// Most credits per GiB the node will pay.
+    pub max_price_per_gib: u64,
+    /// The content wanted, if any (it matters for delivery, not for matching).
+    #[serde(default)]
+    pub content_id: Option<HexId>,
+    /// Seconds the bid lives, 1 to [`MAX_ORDER_TTL_S`]; `null` for an hour.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+impl OfferRequest {
+    /// Checks the bounds the server can check without the node.
+    pub fn check(&self) -> Result<(), String> {
+        check_order(self.bytes, self.ttl_s)?;
+        if self.max_rate == Some(0) {
+            return Err("max_rate: must be at least 1 byte per second, or null".into());
+        }
+        Ok(())
+    }
+}
+
+impl BidRequest {
+    /// Checks the bounds the server can check without the node.
+    pub fn check(&self) -> Result<(), String> {
+        check_order(self.bytes, self.ttl_s)
+    }
+}
+
+fn check_order(bytes: u64, ttl_s: Option<u64>) -> Result<(), String> {
+    if bytes == 0 {
+        return Err("bytes: must be at least 1".into());
+    }
+    match ttl_s {
+        Some(ttl) if ttl == 0 || ttl > MAX_ORDER_TTL_S => Err(format!(
+            "ttl_s: must be from 1 to {MAX_ORDER_TTL_S} seconds (7 days)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Which side of the book an order is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderSide {
+    /// An offer to sell upload: `"offer"`.
+    Offer,
+    /// A bid to buy upload: `"bid"`.
+    Bid,
+}
+
+/// One order, as the market lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderInfo {
+    /// The order's id: BLAKE3 of its signed bytes.
+    pub order_id: HexId,
+    /// `"offer"` or `"bid"`.
+    pub side: OrderSide,
+    /// Who made it.
+    pub owner: HexId,
+    /// Bytes when made.
+    pub bytes: u64,
+    /// Bytes left: resting in the book for others' orders; not yet in trades for this node's.
+    pub remaining: u64,
+    /// An offer's price or a bid's maximum, in credits per GiB.
+    pub price_per_gib: u64,
+    /// An offer's most bytes per second; `null` for a bid.
+    pub max_rate: Option<u64>,
+    /// A bid's content; `null` if none.
+    pub content_id: Option<HexId>,
+    /// When it expires, Unix milliseconds.
+    pub expires_ms: u64,
+    /// Whether it is this node's.
+    pub mine: bool,
+    /// Whether this node cancelled it.
+    pub cancelled: bool,
+}
+
+/// One trade, as `GET /api/v1/trades` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeInfo {
+    /// The trade's id: BLAKE3 of its signed terms.
+    pub trade_id: HexId,
+    /// This node's side: `"seller"` or `"buyer"`.
+    pub role: String,
+    /// `"proposed"`, `"agreed"`, `"delivering"`, `"settled"`, `"cancelled"`, `"expired"`,
+    /// `"seller_defaulted"` or `"buyer_defaulted"`.
+    pub state: String,
+    /// The offer matched.
+    pub offer_id: HexId,
+    /// The bid matched.
+    pub bid_id: HexId,
+    /// Who uploads.
+    pub seller: HexId,
+    /// Who downloads and pays.
+    pub buyer: HexId,
+    /// Bytes to deliver.
+    pub bytes: u64,
+    /// Credits per GiB.
+    pub price_per_gib: u64,
+    /// When delivery must be done, Unix milliseconds.
+    pub expires_ms: u64,
+    /// Bytes delivered so far.
+    pub delivered_bytes: u64,
+    /// Why it was refused or failed; `null` if it was not.
+    pub note: Option<String>,
+}
+
+/// What `GET /api/v1/market` answers: the book's best orders, this node's orders and trades.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketInfo {
+    /// Live offers, cheapest (then earliest) first, at most 50.
+    pub offers: Vec<OrderInfo>,
+    /// Live bids, highest (then earliest) first, at most 50.
+    pub bids: Vec<OrderInfo>,
+    /// Offers resting in the book in all.
+    pub offers_total: u64,
+    /// Bids resting in the book in all.
+    pub bids_total: u64,
+    /// This node's unexpired orders.
+    pub mine: Vec<OrderInfo>,
+    /// This node's trades, oldest first.
+    pub trades: Vec<TradeInfo>,
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,8 +31,8 @@ use tracing::Instrument as _;
 use crate::api::NodeApi;
 use crate::error::{ApiError, ApiJson};
 use crate::model::{
-    ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, PeerInfo, RateLimits,
-    ShareRequest, StandingInfo, Status,
+    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, MarketInfo,
+    OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
 };
 
 /// Where the versioned API is mounted.
@@ -189,6 +189,11 @@ pub fn router<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> Router {
         .route("/standing/{peer_id}", get(standing::<N>))
         .route("/limits", get(limits::<N>).put(set_limits::<N>))
         .route("/shutdown", post(shutdown::<N>))
+        .route("/market", get(market::<N>))
+        .route("/offers", post(post_offer::<N>))
+        .route("/bids", post(post_bid::<N>))
+        .route("/orders/{order_id}", delete(cancel_order::<N>))
+        .route("/trades", get(trades::<N>))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -375,6 +380,47 @@ async fn set_limits<N: NodeApi>(
 async fn shutdown<N: NodeApi>(State(node): Shared<N>) -> Result<StatusCode, ApiError> {
     node.shutdown().await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+async fn market<N: NodeApi>(State(node): Shared<N>) -> JsonResult<MarketInfo> {
+    Ok(axum::Json(node.market().await?))
+}
+
+async fn post_offer<N: NodeApi>(
+    State(node): Shared<N>,
+    ApiJson(request): ApiJson<OfferRequest>,
+) -> Result<Response, ApiError> {
+    request.check().map_err(ApiError::bad_request)?;
+    Ok(created(node.post_offer(request).await?))
+}
+
+async fn post_bid<N: NodeApi>(
+    State(node): Shared<N>,
+    ApiJson(request): ApiJson<BidRequest>,
+) -> Result<Response, ApiError> {
+    request.check().map_err(ApiError::bad_request)?;
+    Ok(created(node.post_bid(request).await?))
+}
+
+/// 201 with the order.
+fn created(order: OrderInfo) -> Response {
+    (StatusCode::CREATED, axum::Json(order)).into_response()
+}
+
+async fn cancel_order<N: NodeApi>(
+    State(node): Shared<N>,
+    order_id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(order_id) = order_id?;
+    let order_id: HexId = order_id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("order id: {e}")))?;
+    node.cancel_order(order_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn trades<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<TradeInfo>> {
+    Ok(axum::Json(node.trades().await?))
 }
 
 // ---- connection cap ----

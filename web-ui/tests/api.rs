@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use serde_json::{Value, json};
 use tally_web::model::{
-    ConnectRequest, ContentSummary, Direction, DownloadInfo, DownloadState, ErrorBody, GetRequest,
-    GossipStatus, PeerInfo, PeerReceipts, RateLimits, ShareRequest, StandingInfo, Status,
-    StoreStatus, TransferTotals,
+    BidRequest, ConnectRequest, ContentSummary, Direction, DownloadInfo, DownloadState, ErrorBody,
+    GetRequest, GossipStatus, MarketInfo, OfferRequest, OrderInfo, OrderSide, PeerInfo,
+    PeerReceipts, RateLimits, ShareRequest, StandingInfo, Status, StoreStatus, TradeInfo,
+    TransferTotals,
 };
 use tally_web::server::MAX_BODY_BYTES;
 use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
@@ -21,6 +22,8 @@ const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5
 const PEER: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const CONTENT: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const UNKNOWN: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+/// An order in the fake book that is someone else's.
+const FOREIGN: &str = "4444444444444444444444444444444444444444444444444444444444444444";
 
 // ---- the fake node ----
 
@@ -36,6 +39,23 @@ struct FakeState {
     content: Vec<ContentSummary>,
     downloads: Vec<DownloadInfo>,
     limits: RateLimits,
+    orders: Vec<OrderInfo>,
+}
+
+fn fake_order(n: usize, side: OrderSide, bytes: u64, price_per_gib: u64) -> OrderInfo {
+    OrderInfo {
+        order_id: id(&format!("{:064x}", n + 0x100)),
+        side,
+        owner: id(PEER),
+        bytes,
+        remaining: bytes,
+        price_per_gib,
+        max_rate: None,
+        content_id: None,
+        expires_ms: 1_700_000_000_000,
+        mine: true,
+        cancelled: false,
+    }
 }
 
 fn id(hex: &str) -> HexId {
@@ -191,6 +211,79 @@ impl NodeApi for FakeNode {
     async fn shutdown(&self) -> Result<(), ApiError> {
         self.stop.notify_one();
         Ok(())
+    }
+
+    async fn market(&self) -> Result<MarketInfo, ApiError> {
+        let orders = self.state.lock().unwrap().orders.clone();
+        let side = |s: OrderSide| -> Vec<OrderInfo> {
+            orders.iter().filter(|o| o.side == s).cloned().collect()
+        };
+        Ok(MarketInfo {
+            offers_total: side(OrderSide::Offer).len() as u64,
+            bids_total: side(OrderSide::Bid).len() as u64,
+            offers: side(OrderSide::Offer),
+            bids: side(OrderSide::Bid),
+            mine: orders.clone(),
+            trades: Vec::new(),
+        })
+    }
+
+    async fn post_offer(&self, request: OfferRequest) -> Result<OrderInfo, ApiError> {
+        let mut state = self.state.lock().unwrap();
+        let mut order = fake_order(
+            state.orders.len(),
+            OrderSide::Offer,
+            request.bytes,
+            request.price_per_gib,
+        );
+        order.max_rate = request.max_rate;
+        state.orders.push(order.clone());
+        Ok(order)
+    }
+
+    async fn post_bid(&self, request: BidRequest) -> Result<OrderInfo, ApiError> {
+        let mut state = self.state.lock().unwrap();
+        let mut order = fake_order(
+            state.orders.len(),
+            OrderSide::Bid,
+            request.bytes,
+            request.max_price_per_gib,
+        );
+        order.content_id = request.content_id;
+        state.orders.push(order.clone());
+        Ok(order)
+    }
+
+    async fn cancel_order(&self, order_id: HexId) -> Result<(), ApiError> {
+        if order_id == id(FOREIGN) {
+            return Err(ApiError::conflict(format!(
+                "order {order_id} is not this node's"
+            )));
+        }
+        let mut state = self.state.lock().unwrap();
+        let before = state.orders.len();
+        state.orders.retain(|o| o.order_id != order_id);
+        if state.orders.len() == before {
+            return Err(ApiError::not_found(format!("no live order {order_id}")));
+        }
+        Ok(())
+    }
+
+    async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
+        Ok(vec![TradeInfo {
+            trade_id: id(UNKNOWN),
+            role: "buyer".into(),
+            state: "agreed".into(),
+            offer_id: id(FOREIGN),
+            bid_id: id(CONTENT),
+            seller: id(FOREIGN),
+            buyer: id(PEER),
+            bytes: 10,
+            price_per_gib: 2,
+            expires_ms: 1_700_000_000_000,
+            delivered_bytes: 0,
+            note: None,
+        }])
     }
 }
 
@@ -496,6 +589,128 @@ fn the_node_errors_are_passed_through_as_json() {
     server
         .with_json("POST", "/api/v1/downloads", &get)
         .error(409, "conflict");
+}
+
+// ---- the market ----
+
+#[test]
+fn offers_and_bids_are_posted_listed_and_cancelled() {
+    let server = start();
+    let reply = server.with_json(
+        "POST",
+        "/api/v1/offers",
+        &json!({"bytes": 1024, "price_per_gib": 5, "max_rate": 100, "ttl_s": 60}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let offer: OrderInfo = reply.json();
+    assert_eq!((offer.bytes, offer.max_rate), (1024, Some(100)));
+    let raw: Value = reply.json();
+    assert_eq!(raw["side"], "offer");
+    assert_eq!(raw["content_id"], Value::Null);
+
+    let reply = server.with_json(
+        "POST",
+        "/api/v1/bids",
+        &json!({"bytes": 10, "max_price_per_gib": 7, "content_id": CONTENT}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let bid: OrderInfo = reply.json();
+    assert_eq!(bid.side, OrderSide::Bid);
+    assert_eq!(bid.content_id, Some(id(CONTENT)));
+
+    let market: MarketInfo = server.get("/api/v1/market").json();
+    assert_eq!(market.offers, vec![offer.clone()]);
+    assert_eq!(market.bids, vec![bid.clone()]);
+    assert_eq!(market.mine.len(), 2);
+
+    let path = format!("/api/v1/orders/{}", offer.order_id);
+    let reply = server.send("DELETE", &path, &[("Authorization", &bearer())], None);
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert!(reply.body.is_empty());
+    let market: MarketInfo = server.get("/api/v1/market").json();
+    assert_eq!(market.mine, vec![bid]);
+    // Again: it is gone.
+    server
+        .send("DELETE", &path, &[("Authorization", &bearer())], None)
+        .error(404, "not_found");
+    server
+        .send(
+            "DELETE",
+            &format!("/api/v1/orders/{FOREIGN}"),
+            &[("Authorization", &bearer())],
+            None,
+        )
+        .error(409, "conflict");
+    server
+        .send(
+            "DELETE",
+            "/api/v1/orders/nope",
+            &[("Authorization", &bearer())],
+            None,
+        )
+        .error(400, "bad_request");
+
+    let trades: Vec<TradeInfo> = server.get("/api/v1/trades").json();
+    assert_eq!(trades.len(), 1);
+    let raw: Value = server.get("/api/v1/trades").json();
+    assert_eq!(raw[0]["state"], "agreed");
+    assert_eq!(raw[0]["note"], Value::Null);
+}
+
+#[test]
+fn bad_orders_are_400_before_they_reach_the_node() {
+    let server = start();
+    for (path, body, says) in [
+        (
+            "/api/v1/offers",
+            json!({"bytes": 0, "price_per_gib": 1}),
+            "bytes",
+        ),
+        (
+            "/api/v1/offers",
+            json!({"bytes": 1, "price_per_gib": 1, "ttl_s": 0}),
+            "ttl_s",
+        ),
+        (
+            "/api/v1/offers",
+            json!({"bytes": 1, "price_per_gib": 1, "max_rate": 0}),
+            "max_rate",
+        ),
+        (
+            "/api/v1/bids",
+            json!({"bytes": 1, "max_price_per_gib": 1, "ttl_s": 8 * 86_400}),
+            "ttl_s",
+        ),
+        (
+            "/api/v1/bids",
+            json!({"bytes": 1, "max_price": 1}),
+            "max_price",
+        ),
+        (
+            "/api/v1/bids",
+            json!({"bytes": 1, "max_price_per_gib": 1, "content_id": "zz"}),
+            "content_id",
+        ),
+        (
+            "/api/v1/offers",
+            json!({"bytes": -1, "price_per_gib": 1}),
+            "bytes",
+        ),
+    ] {
+        let message = server
+            .with_json("POST", path, &body)
+            .error(400, "bad_request");
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    assert!(
+        server
+            .get("/api/v1/market")
+            .json::<MarketInfo>()
+            .mine
+            .is_empty()
+    );
+    let reply = server.get("/api/v1/orders/abc");
+    assert_eq!(reply.status, 405, "only DELETE is routed on an order");
 }
 
 // ---- auth and Host ----

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tally_ledger::{Pair, PeerId};
+use tally_market::{Bid, BidTerms, Offer, OfferTerms, OrderId, Party, Side};
 use tally_web::api::NodeApi;
 use tally_web::error::ApiError;
 use tally_web::model::{
-    BudgetPeriod, ConnectRequest, ContentSummary, Direction as ApiDirection, DownloadInfo,
-    DownloadState, GetRequest, GossipStatus, HexId, PeerInfo, PeerReceipts, RateLimits,
-    ShareRequest, StandingInfo, StandingPath, Status, StoreStatus, TransferTotals,
-    UploadBudgetStatus, UploadQueueInfo,
+    BidRequest, BudgetPeriod, ConnectRequest, ContentSummary, Direction as ApiDirection,
+    DownloadInfo, DownloadState, GetRequest, GossipStatus, HexId, MarketInfo, OfferRequest,
+    OrderInfo, OrderSide, PeerInfo, PeerReceipts, RateLimits, ShareRequest, StandingInfo,
+    StandingPath, Status, StoreStatus, TradeInfo, TransferTotals, UploadBudgetStatus,
+    UploadQueueInfo,
 };
 
 use super::fetch::{DownloadStatus, Phase};
@@ -21,7 +23,65 @@ use super::peers::{self, Direction};
 use super::{Shared, now_ms};
 use crate::config::PeerAddr;
 use crate::content::{ContentError, ContentId};
+use crate::market::{CancelError, LearnError, OrderView, TradeEntry};
 use crate::rate::Rate;
+use crate::wire::OrderMessage;
+
+/// An order's lifetime when the request names none.
+pub const DEFAULT_ORDER_TTL_S: u64 = 3600;
+
+fn order_info(order: &OrderView) -> OrderInfo {
+    OrderInfo {
+        order_id: HexId(order.id.0),
+        side: match order.side {
+            Side::Offer => OrderSide::Offer,
+            Side::Bid => OrderSide::Bid,
+        },
+        owner: HexId(*order.owner.as_bytes()),
+        bytes: order.bytes,
+        remaining: order.remaining,
+        price_per_gib: order.price_per_gib,
+        max_rate: order.max_rate,
+        content_id: order.content.map(HexId),
+        expires_ms: order.expires_ms,
+        mine: order.mine,
+        cancelled: order.cancelled,
+    }
+}
+
+fn trade_info(entry: &TradeEntry) -> TradeInfo {
+    let terms = entry.trade.terms();
+    TradeInfo {
+        trade_id: HexId(entry.id),
+        role: match entry.role {
+            Party::Seller => "seller".into(),
+            Party::Buyer => "buyer".into(),
+        },
+        state: crate::market::state_name(entry.trade.state()).into(),
+        offer_id: HexId(terms.offer_id.0),
+        bid_id: HexId(terms.bid_id.0),
+        seller: HexId(*terms.seller.as_bytes()),
+        buyer: HexId(*terms.buyer.as_bytes()),
+        bytes: terms.bytes,
+        price_per_gib: terms.price_per_gib,
+        expires_ms: terms.expires_ms,
+        delivered_bytes: entry.trade.delivered_bytes(),
+        note: entry.note.clone(),
+    }
+}
+
+fn learn_error(error: LearnError) -> ApiError {
+    match error {
+        LearnError::Invalid(why) => ApiError::bad_request(why.to_string()),
+        LearnError::Expired => ApiError::bad_request("the order would have expired already"),
+        LearnError::Refused(why) => ApiError::conflict(why.to_string()),
+    }
+}
+
+/// A random nonce, so two equal orders get two ids.
+fn nonce() -> u64 {
+    rand::random()
+}
 
 /// The node's side of the HTTP API.
 #[derive(Clone)]
@@ -391,9 +451,87 @@ impl NodeApi for NodeHandle {
         self.shared.stop_requested.cancel();
         Ok(())
     }
+
+    async fn market(&self) -> Result<MarketInfo, ApiError> {
+        let view = self.shared.market.view(super::now_ms());
+        Ok(MarketInfo {
+            offers: view.offers.iter().map(order_info).collect(),
+            bids: view.bids.iter().map(order_info).collect(),
+            offers_total: view.offers_total as u64,
+            bids_total: view.bids_total as u64,
+            mine: view.mine.iter().map(order_info).collect(),
+            trades: view.trades.iter().map(trade_info).collect(),
+        })
+    }
+
+    async fn post_offer(&self, request: OfferRequest) -> Result<OrderInfo, ApiError> {
+        request.check().map_err(ApiError::bad_request)?;
+        let now = super::now_ms();
+        let ttl_ms = request
+            .ttl_s
+            .unwrap_or(DEFAULT_ORDER_TTL_S)
+            .saturating_mul(1000);
+        let max_rate = request
+            .max_rate
+            .or(self.shared.upload_limit.rate().map(|r| r.0))
+            .unwrap_or(u64::MAX);
+        let terms = OfferTerms {
+            bytes: request.bytes,
+            max_rate,
+            price_per_gib: request.price_per_gib,
+            issued_ms: now,
+            expires_ms: now.saturating_add(ttl_ms),
+            nonce: nonce(),
+        };
+        let offer = Offer::sign(&self.shared.identity, &self.shared.network, terms);
+        self.posted(OrderMessage::Offer(offer))
+    }
+
+    async fn post_bid(&self, request: BidRequest) -> Result<OrderInfo, ApiError> {
+        request.check().map_err(ApiError::bad_request)?;
+        let now = super::now_ms();
+        let ttl_ms = request
+            .ttl_s
+            .unwrap_or(DEFAULT_ORDER_TTL_S)
+            .saturating_mul(1000);
+        let terms = BidTerms {
+            bytes: request.bytes,
+            content: request.content_id.map(|c| c.0),
+            max_price_per_gib: request.max_price_per_gib,
+            issued_ms: now,
+            expires_ms: now.saturating_add(ttl_ms),
+            nonce: nonce(),
+        };
+        let bid = Bid::sign(&self.shared.identity, &self.shared.network, terms);
+        self.posted(OrderMessage::Bid(bid))
+    }
+
+    async fn cancel_order(&self, order_id: HexId) -> Result<(), ApiError> {
+        match crate::market::cancel(&self.shared, OrderId(order_id.0)) {
+            Ok(_) => Ok(()),
+            Err(error @ CancelError::Unknown(_)) => Err(ApiError::not_found(format!(
+                "{error}; `GET /api/v1/market` lists the live orders"
+            ))),
+            Err(error @ CancelError::NotMine { .. }) => Err(ApiError::conflict(error.to_string())),
+        }
+    }
+
+    async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
+        let trades = self.shared.market.trades(super::now_ms());
+        Ok(trades.iter().map(trade_info).collect())
+    }
 }
 
 impl NodeHandle {
+    fn posted(&self, message: OrderMessage) -> Result<OrderInfo, ApiError> {
+        let id = crate::market::post(&self.shared, message).map_err(learn_error)?;
+        self.shared
+            .market
+            .own_view(&id, super::now_ms())
+            .map(|view| order_info(&view))
+            .ok_or_else(|| internal("the order was posted but is no longer kept"))
+    }
+
     fn current_limits(&self) -> RateLimits {
         RateLimits {
             upload_bytes_per_s: self.shared.upload_limit.rate().map(|r| r.0),

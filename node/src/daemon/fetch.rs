@@ -556,6 +556,10 @@ async fn lane(
     }
 }
 
+/// Credit-window refusals in a row for one chunk, each after a receipt proposed, before the
+/// provider is left for now (the chunk goes back to the swarm).
+const MAX_WINDOW_REFUSALS: u32 = 8;
+
 /// Requests chunk `index`, verifies and stores it, counts it, and proposes when due.
 async fn fetch_chunk(
     shared: &Arc<Shared>,
@@ -568,6 +572,9 @@ async fn fetch_chunk(
     let Some(expected) = swarm.manifest.chunk_len(index) else {
         return Err(Stop::Done);
     };
+    // Refusals for a full credit window in a row: a proposal that frees nothing (the provider
+    // counts bytes that never arrived) must not turn into a tight request loop.
+    let mut window_refusals = 0u32;
     loop {
         let received: anyhow::Result<Result<Vec<u8>, Response>> = async {
             let (mut writer, mut reader) = conn.open_bi().await?;
@@ -608,6 +615,18 @@ async fn fetch_chunk(
                 if let Err(error) = propose(shared, peer).await {
                     tracing::warn!("proposing a receipt failed: {error:#}");
                     return Err(Stop::Lost);
+                }
+                window_refusals += 1;
+                if window_refusals > MAX_WINDOW_REFUSALS {
+                    tracing::info!(
+                        "the provider keeps its credit window shut after our receipts: {message}; leaving it for now"
+                    );
+                    return Err(Stop::Done);
+                }
+                if window_refusals > 1 {
+                    // Backing off: 50 ms, doubling, at most 1.6 s.
+                    let wait = 25u64 << window_refusals.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                 }
                 continue;
             }

@@ -71,6 +71,8 @@ pub struct Shared {
     pub standing: standing::StandingKeeper,
     /// Chunk requests waiting for their turn, in order of standing.
     pub uploads: upload::UploadQueue,
+    /// The order book, this node's own orders and its trades.
+    pub market: crate::market::Market,
     /// Downloads, running and finished, by content.
     pub downloads: Mutex<HashMap<ContentId, Arc<fetch::DownloadStatus>>>,
     /// Global upload limit.
@@ -246,6 +248,11 @@ impl Node {
         let shared = Arc::new(Shared {
             standing,
             uploads: upload::UploadQueue::new(tally_market::SchedulerConfig::default()),
+            market: crate::market::Market::new(
+                Arc::clone(&identity),
+                network,
+                tally_market::BookConfig::default(),
+            ),
             me: identity.peer_id(),
             pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store)),
             identity,

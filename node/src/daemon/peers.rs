@@ -143,6 +143,11 @@ impl Peers {
         }
     }
 
+    /// The penalty points `peer` has now (0 once a ban has expired).
+    pub fn penalty(&self, peer: &PeerId) -> u32 {
+        self.table().penalties.get(peer).copied().unwrap_or(0)
+    }
+
     /// Adds penalty points to `peer`; at [`BAN_THRESHOLD`] it is banned and disconnected.
     /// Returns whether it is banned now.
     pub fn penalize(&self, peer: PeerId, points: u32, why: &str) -> bool {
@@ -343,6 +348,7 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
             return;
         }
         tracing::info!(addr = %conn.remote_addr(), ?direction, "connected");
+        crate::market::push_book(&shared, &conn);
         if direction == Direction::Outbound {
             let exchange = exchange_latest(&shared, &conn);
             match exchange.await {

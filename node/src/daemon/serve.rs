@@ -162,6 +162,8 @@ async fn answer(
                 )
             }
         },
+        Request::Orders(messages) => crate::market::answer_orders(shared, peer, messages, penalty),
+        Request::Trade(proposal) => crate::market::answer_trade(shared, peer, proposal, penalty),
         Request::Chunk { .. } | Request::Gossip => {
             Response::refused(RefusalCode::Invalid, "served elsewhere")
         }
@@ -228,8 +230,13 @@ async fn serve_chunk(
     // Its turn, in order of standing, within the upload limit and budget.
     let turn = tokio::select! {
         () = shared.cancel.cancelled() => Err("the node is stopping".to_owned()),
+        _ = conn.closed() => return Ok(()),
         turn = shared.uploads.turn(peer, standing, u64::from(len)) => turn,
     };
+    // A connection that closed while it waited gets nothing counted against its window.
+    if conn.close_reason().is_some() {
+        return Ok(());
+    }
     let _turn = match turn {
         Ok(turn) => turn,
         Err(why) => {

@@ -1,0 +1,226 @@
+//! The node's market without a network: two markets exchange what the node would send.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use tally_market::{Bid, BidTerms, Offer, OfferTerms};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn net() -> NetworkId {
+    NetworkId::from_name("tally")
+}
+
+fn market(seed: u8) -> (Market, Arc<Identity>) {
+    let identity = Arc::new(Identity::from_secret_bytes([seed; 32]));
+    let market = Market::new(Arc::clone(&identity), net(), BookConfig::default());
+    (market, identity)
+}
+
+fn offer(seller: &Identity, bytes: u64, price: u64) -> OrderMessage {
+    OrderMessage::Offer(Offer::sign(
+        seller,
+        &net(),
+        OfferTerms {
+            bytes,
+            max_rate: 1 << 20,
+            price_per_gib: price,
+            issued_ms: NOW,
+            expires_ms: NOW + 60_000,
+            nonce: 1,
+        },
+    ))
+}
+
+fn bid(buyer: &Identity, bytes: u64, max_price: u64) -> OrderMessage {
+    OrderMessage::Bid(Bid::sign(
+        buyer,
+        &net(),
+        BidTerms {
+            bytes,
+            content: None,
+            max_price_per_gib: max_price,
+            issued_ms: NOW,
+            expires_ms: NOW + 60_000,
+            nonce: 2,
+        },
+    ))
+}
+
+#[test]
+fn a_crossing_bid_becomes_a_trade_both_sides_hold_as_agreed() {
+    let (seller, seller_id) = market(1);
+    let (buyer, buyer_id) = market(2);
+    let offer = offer(&seller_id, 1000, 10);
+    let (offer_id, _) = seller.post(offer, NOW).unwrap();
+    assert!(buyer.learn(offer, NOW).unwrap().new);
+    assert!(!buyer.learn(offer, NOW).unwrap().new, "a replay is not new");
+
+    let (_, learned) = buyer.post(bid(&buyer_id, 600, 12), NOW).unwrap();
+    let [(id, proposal)] = learned.proposals.as_slice() else {
+        panic!("expected one proposal, got {:?}", learned.proposals)
+    };
+    assert_eq!(
+        proposal.terms.price_per_gib, 10,
+        "the resting offer's price"
+    );
+    let agreement = seller
+        .answer_proposal(*proposal, buyer_id.peer_id(), NOW + 1)
+        .unwrap();
+    buyer.agreed(*id, agreement, NOW + 2).unwrap();
+    let (ours, theirs) = (buyer.trades(NOW + 3), seller.trades(NOW + 3));
+    assert_eq!(ours.len(), 1);
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(ours[0].trade.state(), TradeState::Agreed);
+    assert_eq!(theirs[0].trade.state(), TradeState::Agreed);
+    assert_eq!(ours[0].trade.terms(), theirs[0].trade.terms());
+    assert_eq!(seller.own(&offer_id, NOW + 3).unwrap().left(), 400);
+    // The same proposal again gets the same agreement, and commits nothing more.
+    assert_eq!(
+        seller
+            .answer_proposal(*proposal, buyer_id.peer_id(), NOW + 4)
+            .unwrap(),
+        agreement
+    );
+    assert_eq!(seller.own(&offer_id, NOW + 4).unwrap().left(), 400);
+}
+
+#[test]
+fn the_seller_refuses_what_its_offer_cannot_cover() {
+    let (seller, seller_id) = market(1);
+    let (buyer, buyer_id) = market(2);
+    let (third, third_id) = market(3);
+    let offer = offer(&seller_id, 1000, 10);
+    seller.post(offer, NOW).unwrap();
+    buyer.learn(offer, NOW).unwrap();
+    third.learn(offer, NOW).unwrap();
+    let (_, first) = buyer.post(bid(&buyer_id, 800, 10), NOW).unwrap();
+    let (_, second) = third.post(bid(&third_id, 800, 10), NOW).unwrap();
+    let first = first.proposals[0].1;
+    let second = second.proposals[0].1;
+    seller
+        .answer_proposal(first, buyer_id.peer_id(), NOW)
+        .unwrap();
+    assert!(matches!(
+        seller.answer_proposal(second, third_id.peer_id(), NOW),
+        Err(ProposalError::NotEnough {
+            left: 200,
+            asked: 800,
+            ..
+        })
+    ));
+    // Relayed by someone else than its buyer: refused as invalid.
+    assert!(matches!(
+        seller.answer_proposal(second, buyer_id.peer_id(), NOW),
+        Err(ProposalError::Invalid(_))
+    ));
+    // The buyer's refused trade is cancelled and frees its bid's bytes.
+    let id = trade_id(&second.terms, &net());
+    third.failed(id, "refused".into(), true, NOW);
+    let trades = third.trades(NOW);
+    assert_eq!(trades[0].trade.state(), TradeState::Cancelled);
+    assert_eq!(third.view(NOW).mine[0].remaining, 800);
+}
+
+#[test]
+fn forged_expired_and_foreign_orders_are_told_apart() {
+    let (node, _) = market(1);
+    let seller = Identity::from_secret_bytes([5; 32]);
+    let other = Identity::from_secret_bytes([6; 32]);
+    let OrderMessage::Offer(mut forged) = offer(&seller, 100, 1) else {
+        unreachable!()
+    };
+    forged.signature = other.sign(b"something else");
+    assert!(matches!(
+        node.learn(OrderMessage::Offer(forged), NOW),
+        Err(LearnError::Invalid(OrderError::BadSignature { .. }))
+    ));
+    let foreign = OrderMessage::Offer(Offer::sign(
+        &seller,
+        &NetworkId::from_name("elsewhere"),
+        OfferTerms {
+            bytes: 1,
+            max_rate: 1,
+            price_per_gib: 1,
+            issued_ms: NOW,
+            expires_ms: NOW + 1,
+            nonce: 0,
+        },
+    ));
+    assert!(matches!(
+        node.learn(foreign, NOW),
+        Err(LearnError::Invalid(_))
+    ));
+    assert_eq!(
+        node.learn(offer(&seller, 100, 1), NOW + 60_000),
+        Err(LearnError::Expired)
+    );
+    assert!(node.live_orders(NOW).is_empty());
+}
+
+#[test]
+fn a_cancellation_withdraws_the_order_everywhere_even_before_it_arrives() {
+    let (owner, owner_id) = market(1);
+    let (early, _) = market(2);
+    let (late, _) = market(3);
+    let offer = offer(&owner_id, 100, 1);
+    let (id, _) = owner.post(offer, NOW).unwrap();
+    early.learn(offer, NOW).unwrap();
+    assert!(matches!(
+        early.cancel_mine(id, NOW),
+        Err(CancelError::NotMine { .. })
+    ));
+    assert_eq!(
+        early.cancel_mine(OrderId([9; 32]), NOW),
+        Err(CancelError::Unknown(OrderId([9; 32])))
+    );
+    let cancel = OrderMessage::Cancel(owner.cancel_mine(id, NOW).unwrap());
+    assert!(owner.resting(&id, NOW).is_none());
+    assert!(early.learn(cancel, NOW).unwrap().new);
+    assert!(
+        !early.learn(cancel, NOW).unwrap().new,
+        "a replay is not new"
+    );
+    assert!(early.resting(&id, NOW).is_none());
+    // The cancellation first, then the order: it never rests.
+    assert!(late.learn(cancel, NOW).unwrap().new);
+    assert!(!late.learn(offer, NOW).unwrap().new);
+    assert!(late.resting(&id, NOW).is_none());
+    assert_eq!(owner.cancel_mine(id, NOW), Err(CancelError::Unknown(id)));
+}
+
+#[test]
+fn trades_kept_are_bounded() {
+    let buyer_id = Arc::new(Identity::from_secret_bytes([2; 32]));
+    let config = BookConfig {
+        max_per_owner: 2 * MAX_TRADES,
+        ..BookConfig::default()
+    };
+    let buyer = Market::new(Arc::clone(&buyer_id), net(), config);
+    let seller = Identity::from_secret_bytes([1; 32]);
+    for nonce in 0..(MAX_TRADES as u64 + 10) {
+        let offer = OrderMessage::Offer(Offer::sign(
+            &seller,
+            &net(),
+            OfferTerms {
+                bytes: 1,
+                max_rate: 1,
+                price_per_gib: 0,
+                issued_ms: NOW,
+                expires_ms: NOW + 60_000,
+                nonce,
+            },
+        ));
+        buyer.learn(offer, NOW).unwrap();
+    }
+    for nonce in 0..(MAX_TRADES as u64 + 10) / 100 + 1 {
+        let OrderMessage::Bid(mut b) = bid(&buyer_id, 100, 0) else {
+            unreachable!()
+        };
+        b.terms.nonce = nonce;
+        let signed = Bid::sign(&buyer_id, &net(), b.terms);
+        // Posting is capped at MAX_OWN_ORDERS; learn is not.
+        buyer.learn(OrderMessage::Bid(signed), NOW).unwrap();
+    }
+    assert!(buyer.trades(NOW).len() <= MAX_TRADES);
+    assert_eq!(buyer.trades(NOW).len(), MAX_TRADES);
+}
