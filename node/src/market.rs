@@ -491,6 +491,21 @@ impl Market {
         Ok(agreement)
     }
 
+    /// Whether this node, as seller, has an agreed trade with `buyer` still to deliver: its
+    /// chunk requests are then served at the top of the upload queue (a trade's priority).
+    pub fn delivering_to(&self, buyer: &PeerId, now_ms: u64) -> bool {
+        let mut inner = self.inner(now_ms);
+        inner.trades.iter_mut().any(|t| {
+            t.role == Party::Seller
+                && t.trade.terms().buyer == *buyer
+                && matches!(
+                    t.trade.tick(now_ms),
+                    TradeState::Agreed | TradeState::Delivering
+                )
+                && t.trade.remaining_bytes() > 0
+        })
+    }
+
     /// The buyer's side once the seller countersigned trade `id`.
     pub fn agreed(&self, id: [u8; 32], agreement: Agreement, now_ms: u64) -> Result<(), String> {
         let verified = agreement

@@ -315,3 +315,98 @@ async fn an_upload_budget_stops_uploads_once_spent_and_the_status_shows_it() {
     leecher.stop().await;
     seeder.stop().await;
 }
+
+/// A seller delivering an agreed trade serves its buyer at the top of its upload queue: beside
+/// another downloader without standing, the buyer takes most of the limited upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_with_an_agreed_trade_is_served_first() {
+    use tally_market::{Offer, OfferTerms, OrderId, TradeTerms};
+    use tally_node::wire::OrderMessage;
+    const LIMIT: u64 = 8 << 20;
+    let quiet = |config: &mut tally_node::config::Config| {
+        config.node.gossip_interval = std::time::Duration::from_secs(3600);
+        config.node.target_peers = 0;
+    };
+    let seller = TestNode::start_with(Behaviour::default(), |config| {
+        quiet(config);
+        config.node.upload_limit = Some(tally_node::rate::Rate(LIMIT));
+    })
+    .await;
+    let other = TestNode::start_with(Behaviour::default(), quiet).await;
+    let buyer = TestNode::start_with(Behaviour::default(), quiet).await;
+    for node in [&other, &buyer] {
+        node.connect(&seller).await;
+    }
+    // The seller's offer, and the buyer's proposal for 64 MiB of it, countersigned.
+    let now = tally_node::daemon::now_ms();
+    let seller_id = Identity::from_secret_bytes(seller.secret);
+    let offer = Offer::sign(
+        &seller_id,
+        &net(),
+        OfferTerms {
+            bytes: 1 << 30,
+            max_rate: LIMIT,
+            price_per_gib: 1_000,
+            issued_ms: now,
+            expires_ms: now + 3_600_000,
+            nonce: 1,
+        },
+    );
+    let offer_id = tally_node::market::post(seller.shared(), OrderMessage::Offer(offer)).unwrap();
+    let proposal = TradeTerms {
+        offer_id,
+        bid_id: OrderId([7; 32]),
+        seller: seller.id(),
+        buyer: buyer.id(),
+        bytes: 64 << 20,
+        price_per_gib: 1_000,
+        expires_ms: now + 1_800_000,
+    }
+    .propose(&Identity::from_secret_bytes(buyer.secret), &net());
+    seller
+        .shared()
+        .market
+        .answer_proposal(proposal, buyer.id(), now)
+        .unwrap();
+    assert!(seller.shared().market.delivering_to(&buyer.id(), now));
+    assert!(!seller.shared().market.delivering_to(&other.id(), now));
+
+    let size = 24 << 20;
+    let content = seller.share(&payload(size, 8));
+    let downloads: Vec<_> = [&other, &buyer]
+        .iter()
+        .map(|n| fetch::start(n.shared(), content, n.out("f.bin")).unwrap())
+        .collect();
+    let have = |i: usize| {
+        downloads[i]
+            .bytes_have
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let chunk = u64::from(CHUNK_SIZE);
+    wait_for("both downloads under way", || {
+        (0..2).all(|i| have(i) >= chunk)
+    })
+    .await;
+    let start: Vec<u64> = (0..2).map(have).collect();
+    wait_for("the first at 70%", || {
+        (0..2).any(|i| have(i) >= size as u64 * 7 / 10)
+    })
+    .await;
+    let (to_other, to_buyer) = (have(0) - start[0], have(1) - start[1]);
+    println!(
+        "buyer {:.1} MiB, the other {:.1} MiB",
+        to_buyer as f64 / f64::from(1 << 20),
+        to_other as f64 / f64::from(1 << 20)
+    );
+    // Weight 10 against the floor's capped slice of 1/11: about ten to one.
+    assert!(
+        to_buyer > 5 * to_other,
+        "buyer {to_buyer}, other {to_other}"
+    );
+    for status in &downloads {
+        assert_eq!(finished(status).await, Phase::Complete);
+    }
+    for node in [other, buyer, seller] {
+        node.stop().await;
+    }
+}

@@ -11,6 +11,10 @@ use crate::content::ContentId;
 use crate::transport::{Connection, ErrorCode, FrameReader, FrameWriter};
 use crate::wire::{self, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, RefusalCode, Request, Response};
 
+/// The standing the upload queue gives a buyer while an agreed trade with it is delivered:
+/// the highest.
+pub const TRADE_PRIORITY: f64 = 1.0;
+
 /// Penalty for a request that breaks the protocol (undecodable, oversized).
 const PENALTY_MALFORMED: u32 = 20;
 /// Penalty for a proposal that fails its checks (forged, inflated, stale).
@@ -227,11 +231,17 @@ async fn serve_chunk(
             .send(&Response::refused(RefusalCode::Unavailable, message))
             .await?);
     }
-    // Its turn, in order of standing, within the upload limit and budget.
+    // Its turn, in order of standing, within the upload limit and budget; a buyer this node
+    // agreed to sell to is served at the top (the trade's priority).
+    let priority = if shared.market.delivering_to(&peer, now_ms()) {
+        TRADE_PRIORITY
+    } else {
+        standing
+    };
     let turn = tokio::select! {
         () = shared.cancel.cancelled() => Err("the node is stopping".to_owned()),
         _ = conn.closed() => return Ok(()),
-        turn = shared.uploads.turn(peer, standing, u64::from(len)) => turn,
+        turn = shared.uploads.turn(peer, priority, u64::from(len)) => turn,
     };
     // A connection that closed while it waited gets nothing counted against its window.
     if conn.close_reason().is_some() {
