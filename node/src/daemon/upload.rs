@@ -167,6 +167,12 @@ async fn dispatch(shared: &Arc<Shared>) {
             }
         };
         let Dequeued { request, bytes, .. } = next;
+        if request.is_closed() {
+            // Its requester gave up (its stream or connection closed): the turn costs no
+            // tokens and no budget, and the slot goes to the next.
+            shared.uploads.scheduler().refund(now_ms(), bytes);
+            continue;
+        }
         tokio::select! {
             () = shared.cancel.cancelled() => return,
             () = shared.upload_limit.acquire(bytes) => {}
