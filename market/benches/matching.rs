@@ -16,6 +16,8 @@
 
 use std::time::{Duration, Instant};
 
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
 use tally_ledger::{Identity, NetworkId};
 use tally_market::{
     Bid, BidTerms, BookConfig, Offer, OfferTerms, OrderBook, VerifiedOrder, order::GIB,
@@ -23,23 +25,6 @@ use tally_market::{
 
 const NOW: u64 = 1_800_000_000_000;
 const HOUR_MS: u64 = 3_600_000;
-
-/// A small deterministic generator (splitmix64), so runs are comparable.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low)
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -75,28 +60,29 @@ fn main() {
     let net = NetworkId::from_name("tally-bench");
     let sellers = identities(owners, 0x5e);
     let buyers = identities(owners, 0xb0);
-    let mut mix = Mix(42);
+    // Seeded, so runs are comparable.
+    let mut mix = ChaCha8Rng::seed_from_u64(42);
 
     let mut specs = Vec::with_capacity(resting + incoming);
     for i in 0..resting {
         let kind = if i % 2 == 0 {
             Kind::Offer {
-                price: mix.range(1_000, 1_500),
+                price: mix.random_range(1_000..1_500),
             }
         } else {
             Kind::Bid {
-                price: mix.range(500, 1_000),
+                price: mix.random_range(500..1_000),
             }
         };
         specs.push(Spec {
             kind,
-            owner: mix.range(0, owners as u64) as usize,
-            bytes: mix.range(1 << 20, 64 << 20),
-            ttl: mix.range(HOUR_MS, 7 * 24 * HOUR_MS),
+            owner: mix.random_range(0..owners as u64) as usize,
+            bytes: mix.random_range(1 << 20..64 << 20),
+            ttl: mix.random_range(HOUR_MS..7 * 24 * HOUR_MS),
         });
     }
     for i in 0..incoming {
-        let price = mix.range(900, 1_100);
+        let price = mix.random_range(900..1_100);
         let kind = if i % 2 == 0 {
             Kind::Bid { price }
         } else {
@@ -104,9 +90,9 @@ fn main() {
         };
         specs.push(Spec {
             kind,
-            owner: mix.range(0, owners as u64) as usize,
-            bytes: mix.range(1 << 20, 128 << 20),
-            ttl: mix.range(HOUR_MS, 7 * 24 * HOUR_MS),
+            owner: mix.random_range(0..owners as u64) as usize,
+            bytes: mix.random_range(1 << 20..128 << 20),
+            ttl: mix.random_range(HOUR_MS..7 * 24 * HOUR_MS),
         });
     }
 

@@ -14,6 +14,8 @@
 
 use std::time::Instant;
 
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
 use tally_ledger::PeerId;
 use tally_market::{Standing, StandingParams};
 
@@ -24,26 +26,10 @@ fn peer(i: u32) -> PeerId {
     PeerId(bytes)
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Skewed toward small values: the square of a uniform draw.
-    fn skewed(&mut self, n: u64) -> u64 {
-        let u = self.below(n);
-        u * u / n.max(1)
-    }
+/// Skewed toward small values: the square of a uniform draw.
+fn skewed(rng: &mut ChaCha8Rng, n: u64) -> u64 {
+    let u = rng.random_range(0..n);
+    u * u / n.max(1)
 }
 
 struct Graph {
@@ -53,21 +39,21 @@ struct Graph {
 
 fn graph(edges: usize, seed: u64) -> Graph {
     let peers = (edges / 10).max(200) as u32;
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seen = std::collections::HashSet::new();
     let mut pairs = Vec::with_capacity(edges);
     // This node's own trades.
     for i in 1..=100u32 {
         for (up, down) in [(i, 0), (0, i + 100)] {
             seen.insert((up, down));
-            pairs.push((up, down, (1 + rng.below(1_000)) << 20));
+            pairs.push((up, down, (1 + rng.random_range(0..1_000)) << 20));
         }
     }
     while pairs.len() < edges {
-        let up = 1 + rng.skewed(u64::from(peers - 1)) as u32;
-        let down = rng.below(u64::from(peers)) as u32;
+        let up = 1 + skewed(&mut rng, u64::from(peers - 1)) as u32;
+        let down = rng.random_range(0..u64::from(peers)) as u32;
         if up != down && seen.insert((up, down)) {
-            pairs.push((up, down, (1 + rng.below(1_000)) << 20));
+            pairs.push((up, down, (1 + rng.random_range(0..1_000)) << 20));
         }
     }
     Graph { pairs, peers }
@@ -110,31 +96,31 @@ fn main() {
             standing.recompute();
         }
         let recompute_s = started.elapsed().as_secs_f64() / f64::from(rounds);
-        let mut rng = Rng(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut credits: std::collections::HashMap<(u32, u32), u64> =
             g.pairs.iter().map(|(u, d, c)| ((*u, *d), *c)).collect();
-        let mut time_updates = |near: bool, rng: &mut Rng| {
+        let mut time_updates = |near: bool, rng: &mut ChaCha8Rng| {
             let (mut total, mut max) = (0.0f64, 0.0f64);
             for _ in 0..updates {
                 let (up, down) = if near {
                     // Into this node, or into one of its direct contributors.
-                    let i = 1 + rng.below(100) as u32;
-                    if rng.below(2) == 0 {
+                    let i = 1 + rng.random_range(0..100) as u32;
+                    if rng.random_range(0..2) == 0 {
                         (i, 0)
                     } else {
-                        let (u, d, _) = g.pairs[rng.below(g.pairs.len() as u64) as usize];
+                        let (u, d, _) = g.pairs[rng.random_range(0..g.pairs.len() as u64) as usize];
                         let _ = d;
                         (u, i)
                     }
                 } else {
-                    let (u, d, _) = g.pairs[rng.below(g.pairs.len() as u64) as usize];
+                    let (u, d, _) = g.pairs[rng.random_range(0..g.pairs.len() as u64) as usize];
                     (u, d)
                 };
                 if up == down {
                     continue;
                 }
                 let held = credits.entry((up, down)).or_insert(0);
-                *held += (1 + rng.below(16)) << 20;
+                *held += (1 + rng.random_range(0..16)) << 20;
                 let at = Instant::now();
                 standing.observe(peer(up), peer(down), *held);
                 let took = at.elapsed().as_secs_f64();

@@ -132,22 +132,30 @@ async fn a_transfer_gives_the_uploader_standing_and_gossip_adds_what_others_gave
     seeder.stop().await;
 }
 
+/// The upload limit of [`limited_seeder`].
+const LIMIT: u64 = 8 << 20;
+
+/// No gossip: downloaders must not find and serve each other.
+fn quiet(config: &mut tally_node::config::Config) {
+    config.node.gossip_interval = std::time::Duration::from_secs(3600);
+    config.node.target_peers = 0;
+}
+
+/// A quiet node whose upload is limited to [`LIMIT`].
+async fn limited_seeder() -> TestNode {
+    TestNode::start_with(Behaviour::default(), |config| {
+        quiet(config);
+        config.node.upload_limit = Some(tally_node::rate::Rate(LIMIT));
+    })
+    .await
+}
+
 /// One seeder whose upload is limited, three leechers of different standing at it and one of
 /// none (it never uploaded: a freerider by what it gave, though it signs its receipts), all
 /// downloading the same file at once from the seeder alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_seeder_shares_its_upload_by_standing_and_the_freerider_finishes_last() {
-    const LIMIT: u64 = 8 << 20;
-    // No gossip: the leechers must not find and serve each other.
-    let quiet = |config: &mut tally_node::config::Config| {
-        config.node.gossip_interval = std::time::Duration::from_secs(3600);
-        config.node.target_peers = 0;
-    };
-    let seeder = TestNode::start_with(Behaviour::default(), |config| {
-        quiet(config);
-        config.node.upload_limit = Some(tally_node::rate::Rate(LIMIT));
-    })
-    .await;
+    let seeder = limited_seeder().await;
     let mut leechers = Vec::new();
     for _ in 0..4 {
         let leecher = TestNode::start_with(Behaviour::default(), quiet).await;
@@ -322,16 +330,7 @@ async fn an_upload_budget_stops_uploads_once_spent_and_the_status_shows_it() {
 async fn a_buyer_with_an_agreed_trade_is_served_first() {
     use tally_market::{Offer, OfferTerms, OrderId, TradeTerms};
     use tally_node::wire::OrderMessage;
-    const LIMIT: u64 = 8 << 20;
-    let quiet = |config: &mut tally_node::config::Config| {
-        config.node.gossip_interval = std::time::Duration::from_secs(3600);
-        config.node.target_peers = 0;
-    };
-    let seller = TestNode::start_with(Behaviour::default(), |config| {
-        quiet(config);
-        config.node.upload_limit = Some(tally_node::rate::Rate(LIMIT));
-    })
-    .await;
+    let seller = limited_seeder().await;
     let other = TestNode::start_with(Behaviour::default(), quiet).await;
     let buyer = TestNode::start_with(Behaviour::default(), quiet).await;
     for node in [&other, &buyer] {
