@@ -27,9 +27,12 @@ then flags.";
 /// tally: a peer-to-peer node in which uploading earns download priority.
 ///
 /// Peers that exchange bytes keep double-signed, cumulative receipts of what each received from
-/// the other. These commands create a node's identity and inspect, move and check its receipts.
+/// the other; each node serves first the peers that gave the most. These commands run a node,
+/// share and fetch content, show standing and the market, and inspect, move and check the
+/// receipts.
 ///
-/// Start with `tally init`, then `tally id` shows who this node is.
+/// Start with `tally run` (it initialises the node on first use); `tally status` then asks it
+/// how it is doing, and `tally id` shows who it is.
 #[derive(Debug, Parser)]
 #[command(
     name = "tally",
