@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tally_ledger::{Identity, NetworkId, PeerId};
-use tally_market::order::MAX_CLOCK_SKEW_MS;
+use tally_market::order::{GIB, MAX_CLOCK_SKEW_MS, credits_for};
 use tally_market::{
     Agreement, BookConfig, BookError, Cancel, Fill, OrderBook, OrderError, OrderId, Party,
     RestingOrder, Side, Trade, TradeProposal, TradeState, TradeTerms, VerifiedOrder,
@@ -231,6 +231,9 @@ struct Inner {
     /// Cancellations seen, by the order they withdraw.
     cancels: HashMap<OrderId, Cancel>,
     trades: VecDeque<TradeEntry>,
+    /// Bytes moved under each agreed trade since it was agreed, as this side counts them for
+    /// pricing (see [`Market::seller_credits`] and [`Market::buyer_credits`]).
+    moved: HashMap<[u8; 32], u64>,
 }
 
 /// The node's market: book, own orders and trades behind one lock (never held across an
@@ -241,6 +244,13 @@ pub struct Market {
     network: NetworkId,
     inner: Mutex<Inner>,
 }
+
+/// Bytes a buyer pays at par after a trade is agreed before it prices bytes at the trade: more
+/// than the chunks a seller may have in flight when it countersigns.
+pub const SETTLE_MARGIN: u64 = 4 << 20;
+/// Bytes beyond a trade's own the seller still accepts at the trade's price, so that bytes it
+/// sends while the agreement travels back do not leave an honest buyer short.
+pub const SETTLE_SLACK: u64 = 64 << 20;
 
 /// The id of a trade: BLAKE3 of its terms' signed bytes.
 pub fn trade_id(terms: &TradeTerms, network: &NetworkId) -> [u8; 32] {
@@ -260,6 +270,7 @@ impl Market {
                 mine: HashMap::new(),
                 cancels: HashMap::new(),
                 trades: VecDeque::new(),
+                moved: HashMap::new(),
             }),
         }
     }
@@ -504,6 +515,64 @@ impl Market {
                 )
                 && t.trade.remaining_bytes() > 0
         })
+    }
+
+    /// The credits this node, as seller, counts as due for `len` bytes sent to `buyer`: the
+    /// lower of the trade's price and par while an agreed trade with it is
+    /// within its bytes plus [`SETTLE_SLACK`] and its deadline plus the clock skew; else par
+    /// (`len`). Deliberately lenient: the buyer prices a subset of these bytes (see
+    /// [`Market::buyer_credits`]), so an honest buyer's receipt never falls short of what is
+    /// due, and a dishonest one gains at most [`SETTLE_SLACK`] bytes at the trade's price.
+    pub fn seller_credits(&self, buyer: &PeerId, len: u64, now_ms: u64) -> u64 {
+        let mut inner = self.inner(now_ms);
+        let Inner { trades, moved, .. } = &mut *inner;
+        let live = trades.iter().find(|t| {
+            let terms = t.trade.terms();
+            t.role == Party::Seller
+                && t.agreement.is_some()
+                && terms.buyer == *buyer
+                && now_ms < terms.expires_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+                && moved.get(&t.id).copied().unwrap_or(0) < terms.bytes.saturating_add(SETTLE_SLACK)
+        });
+        let Some(trade) = live else {
+            return len;
+        };
+        *moved.entry(trade.id).or_insert(0) += len;
+        credits_for(len, trade.trade.terms().price_per_gib.min(GIB))
+    }
+
+    /// The credits this node, as buyer, owes for `len` verified bytes received from `seller`:
+    /// par for the first [`SETTLE_MARGIN`] bytes after the agreement (bytes the seller sent
+    /// before it countersigned may still be arriving), then the trade's price for the trade's
+    /// bytes, then par; par again from the clock skew before the deadline. Chunks inside the
+    /// priced stretch are priced exactly as the seller prices them, so the receipt follows the
+    /// trade's price.
+    pub fn buyer_credits(&self, seller: &PeerId, len: u64, now_ms: u64) -> u64 {
+        let mut inner = self.inner(now_ms);
+        let Inner { trades, moved, .. } = &mut *inner;
+        let live = trades.iter().find(|t| {
+            let terms = t.trade.terms();
+            t.role == Party::Buyer
+                && t.agreement.is_some()
+                && terms.seller == *seller
+                && now_ms.saturating_add(MAX_CLOCK_SKEW_MS) < terms.expires_ms
+        });
+        let Some(trade) = live else {
+            return len;
+        };
+        let terms = trade.trade.terms();
+        let seen = moved.entry(trade.id).or_insert(0);
+        let (from, to) = (*seen, seen.saturating_add(len));
+        *seen = to;
+        let priced_from = SETTLE_MARGIN;
+        let priced_to = SETTLE_MARGIN.saturating_add(terms.bytes);
+        let priced = to.min(priced_to).saturating_sub(from.max(priced_from));
+        let price = terms.price_per_gib;
+        if priced == len {
+            credits_for(len, price)
+        } else {
+            credits_for(priced, price).saturating_add(len - priced)
+        }
     }
 
     /// The buyer's side once the seller countersigned trade `id`.

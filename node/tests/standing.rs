@@ -324,11 +324,12 @@ async fn an_upload_budget_stops_uploads_once_spent_and_the_status_shows_it() {
     seeder.stop().await;
 }
 
-/// A seller delivering an agreed trade serves its buyer at the top of its upload queue: beside
-/// another downloader without standing, the buyer takes most of the limited upload.
+/// A seller delivering an agreed trade serves its buyer at the top of its upload queue — beside
+/// another downloader without standing, the buyer takes most of the limited upload — and the
+/// receipts between them settle at the trade's price.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_buyer_with_an_agreed_trade_is_served_first() {
-    use tally_market::{Offer, OfferTerms, OrderId, TradeTerms};
+async fn a_buyer_with_an_agreed_trade_is_served_first_and_pays_the_trade_price() {
+    use tally_market::{Bid, BidTerms, Offer, OfferTerms};
     use tally_node::wire::OrderMessage;
     let seller = limited_seeder().await;
     let other = TestNode::start_with(Behaviour::default(), quiet).await;
@@ -352,21 +353,40 @@ async fn a_buyer_with_an_agreed_trade_is_served_first() {
         },
     );
     let offer_id = tally_node::market::post(seller.shared(), OrderMessage::Offer(offer)).unwrap();
-    let proposal = TradeTerms {
-        offer_id,
-        bid_id: OrderId([7; 32]),
-        seller: seller.id(),
-        buyer: buyer.id(),
-        bytes: 64 << 20,
-        price_per_gib: 1_000,
-        expires_ms: now + 1_800_000,
-    }
-    .propose(&Identity::from_secret_bytes(buyer.secret), &net());
-    seller
-        .shared()
-        .market
-        .answer_proposal(proposal, buyer.id(), now)
-        .unwrap();
+    // The offer reaches the buyer, whose crossing bid becomes a trade the seller countersigns.
+    wait_for("the offer in the buyer's book", || {
+        buyer
+            .shared()
+            .market
+            .resting(&offer_id, tally_node::daemon::now_ms())
+            .is_some()
+    })
+    .await;
+    let bid = Bid::sign(
+        &Identity::from_secret_bytes(buyer.secret),
+        &net(),
+        BidTerms {
+            bytes: 64 << 20,
+            content: None,
+            max_price_per_gib: 1_000,
+            issued_ms: now,
+            expires_ms: now + 3_600_000,
+            nonce: 2,
+        },
+    );
+    tally_node::market::post(buyer.shared(), OrderMessage::Bid(bid)).unwrap();
+    wait_for("the trade agreed on both sides", || {
+        let now = tally_node::daemon::now_ms();
+        seller.shared().market.delivering_to(&buyer.id(), now)
+            && buyer
+                .shared()
+                .market
+                .trades(now)
+                .iter()
+                .any(|t| t.agreement.is_some())
+    })
+    .await;
+    let now = tally_node::daemon::now_ms();
     assert!(seller.shared().market.delivering_to(&buyer.id(), now));
     assert!(!seller.shared().market.delivering_to(&other.id(), now));
 
@@ -405,6 +425,28 @@ async fn a_buyer_with_an_agreed_trade_is_served_first() {
     for status in &downloads {
         assert_eq!(finished(status).await, Phase::Complete);
     }
+    // Settled at the trade's price: par for the first 4 MiB after the agreement (the margin for
+    // bytes in flight), then 1,000 credits per GiB, chunk by chunk, as the seller priced them;
+    // the seller countersigned every proposal, so both hold the same receipt.
+    let priced_chunks = (size as u64 - tally_node::market::SETTLE_MARGIN) / chunk;
+    let per_chunk = tally_market::order::credits_for(chunk, 1_000);
+    let expected = tally_node::market::SETTLE_MARGIN + priced_chunks * per_chunk;
+    wait_for("the buyer's last receipt countersigned", || {
+        seller
+            .latest(seller.id(), buyer.id())
+            .is_some_and(|r| r.bytes == size as u64)
+    })
+    .await;
+    let at_seller = seller.latest(seller.id(), buyer.id()).unwrap();
+    assert_eq!(buyer.latest(seller.id(), buyer.id()), Some(at_seller));
+    assert_eq!(
+        at_seller.credits, expected,
+        "{} bytes settled for {} credits",
+        at_seller.bytes, at_seller.credits
+    );
+    // The other downloader paid par.
+    let par = seller.latest(seller.id(), other.id()).unwrap();
+    assert_eq!(par.credits, par.bytes);
     for node in [other, buyer, seller] {
         node.stop().await;
     }

@@ -683,7 +683,9 @@ async fn fetch_chunk(
             received.fetch_add(len, Ordering::Relaxed);
         }
         lock(&swarm.served_by).insert(peer);
-        match shared.pairs.record_received(peer, len) {
+        // Under an agreed trade the credits owed follow its price.
+        let credits = shared.market.buyer_credits(&peer, len, now_ms());
+        match shared.pairs.record_received(peer, len, credits) {
             Ok(unacknowledged) if unacknowledged >= shared.settings.ack_bytes => {
                 let tasks = shared.tasks.clone();
                 let shared = Arc::clone(shared);

@@ -126,10 +126,16 @@ impl Pairs {
         })
     }
 
-    /// Reserves `len` bytes to send to `peer` under its credit `window`: counted as sent (due
-    /// at par) if they fit, in the same step as the check, so concurrent requests cannot
-    /// overshoot the window together.
-    pub fn reserve(&self, peer: PeerId, len: u64, window: u64) -> Result<Window, PairError> {
+    /// Reserves `len` bytes to send to `peer` under its credit `window`: counted as sent, with
+    /// `credits` due for them (`len` at par, less or more under a trade), if they fit, in the
+    /// same step as the check, so concurrent requests cannot overshoot the window together.
+    pub fn reserve(
+        &self,
+        peer: PeerId,
+        len: u64,
+        credits: u64,
+        window: u64,
+    ) -> Result<Window, PairError> {
         let mut state = self.state();
         let pair = self.upload_pair(&mut state, peer)?;
         if !pair.may_send(len, window) {
@@ -137,7 +143,7 @@ impl Pairs {
                 unacknowledged: pair.unacknowledged(),
             });
         }
-        pair.record_sent(len, len)?;
+        pair.record_sent(len, credits)?;
         Ok(Window::Open)
     }
 
@@ -162,12 +168,12 @@ impl Pairs {
         Ok(())
     }
 
-    /// Counts `len` verified payload bytes received from `peer`, owed at par. Returns the bytes
-    /// received from it that no receipt covers yet.
-    pub fn record_received(&self, peer: PeerId, len: u64) -> Result<u64, PairError> {
+    /// Counts `len` verified payload bytes received from `peer`, for which `credits` are owed
+    /// (`len` at par). Returns the bytes received from it that no receipt covers yet.
+    pub fn record_received(&self, peer: PeerId, len: u64, credits: u64) -> Result<u64, PairError> {
         let mut state = self.state();
         let pair = self.download_pair(&mut state, peer)?;
-        pair.record_received(len, len)?;
+        pair.record_received(len, credits)?;
         Ok(pair.unacknowledged())
     }
 

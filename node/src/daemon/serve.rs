@@ -257,7 +257,11 @@ async fn serve_chunk(
     };
     // Counted before sending, atomically with the check, so requests that waited together
     // cannot overshoot the window.
-    match shared.pairs.reserve(peer, u64::from(len), window) {
+    // Under an agreed trade the credits due follow its price.
+    let credits = shared
+        .market
+        .seller_credits(&peer, u64::from(len), now_ms());
+    match shared.pairs.reserve(peer, u64::from(len), credits, window) {
         Ok(Window::Open) => {}
         Ok(Window::Full { unacknowledged }) => {
             return Ok(writer.send(&full(unacknowledged)).await?);
