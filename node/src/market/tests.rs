@@ -224,3 +224,68 @@ fn trades_kept_are_bounded() {
     assert!(buyer.trades(NOW).len() <= MAX_TRADES);
     assert_eq!(buyer.trades(NOW).len(), MAX_TRADES);
 }
+
+/// A seller and a buyer holding the same agreed trade of `bytes` at `price` per GiB.
+fn agreed_pair(bytes: u64, price: u64) -> (Market, Market, PeerId, PeerId) {
+    let (seller, seller_id) = market(1);
+    let (buyer, buyer_id) = market(2);
+    let offer = offer(&seller_id, bytes, price);
+    seller.post(offer, NOW).unwrap();
+    buyer.learn(offer, NOW).unwrap();
+    let (_, learned) = buyer.post(bid(&buyer_id, bytes, price), NOW).unwrap();
+    let [(id, proposal)] = learned.proposals.as_slice() else {
+        panic!("expected one proposal, got {:?}", learned.proposals)
+    };
+    let agreement = seller
+        .answer_proposal(*proposal, buyer_id.peer_id(), NOW)
+        .unwrap();
+    buyer.agreed(*id, agreement, NOW).unwrap();
+    (seller, buyer, seller_id.peer_id(), buyer_id.peer_id())
+}
+
+/// Credits due for the first `bytes` sent, by a schedule of cumulative (bytes, credits)
+/// points, as `UploaderPair::credits_due` computes them.
+fn due(schedule: &[(u64, u64)], bytes: u64) -> u64 {
+    for w in schedule.windows(2) {
+        let ((b0, c0), (b1, c1)) = (w[0], w[1]);
+        if bytes <= b1 && b1 > b0 && bytes >= b0 {
+            return c0
+                + ((u128::from(bytes - b0) * u128::from(c1 - c0)) / u128::from(b1 - b0)) as u64;
+        }
+    }
+    schedule.last().map_or(0, |p| p.1)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever the chunk sizes, the chunks in flight when the agreement is made (sent at par
+    /// before it, received after it) and the chunks lost on the way, what an honest buyer owes
+    /// for what it received is never below what the seller counts as due for that many bytes,
+    /// at a price below or above par.
+    #[test]
+    fn a_buyer_pricing_a_trade_never_owes_less_than_the_seller_counts_due(
+        trade_mib in 1u64..40,
+        price in proptest::prop_oneof![1u64..2_000_000, (1u64 << 30)..(1u64 << 32)],
+        chunks in proptest::collection::vec((1u64..=(256 << 10), proptest::bool::weighted(0.05)), 1..200),
+        in_flight in 0usize..4,
+    ) {
+        let (seller, buyer, seller_id, buyer_id) = agreed_pair(trade_mib << 20, price);
+        // Chunks sent before the seller countersigned: the first `in_flight`, at par; the
+        // buyer receives them after it learned of the agreement.
+        let mut schedule = vec![(0u64, 0u64)];
+        let (mut owed, mut received) = (0u64, 0u64);
+        for (i, (len, lost)) in chunks.iter().copied().enumerate() {
+            let credits = if i < in_flight { len } else { seller.seller_credits(&buyer_id, len, NOW) };
+            let &(b, c) = schedule.last().unwrap();
+            schedule.push((b + len, c + credits));
+            if lost {
+                continue;
+            }
+            owed += buyer.buyer_credits(&seller_id, len, NOW);
+            received += len;
+            let due_now = due(&schedule, received);
+            proptest::prop_assert!(owed >= due_now, "received {received}: owes {owed}, due {due_now}");
+        }
+    }
+}
