@@ -81,11 +81,6 @@ impl UploadQueue {
         drop(std::mem::replace(&mut *self.scheduler(), empty));
     }
 
-    /// Forgets a disconnected peer's waiting requests.
-    pub fn remove_peer(&self, peer: &PeerId) {
-        self.scheduler().remove_peer(peer);
-    }
-
     /// Where `peer` stands in the queue, if it has requests waiting.
     pub fn position(&self, peer: &PeerId) -> Option<QueuePosition> {
         self.scheduler().position(peer)
@@ -112,11 +107,6 @@ impl UploadQueue {
     /// The scheduling weight of a peer of `standing`.
     pub fn weight(&self, standing: f64) -> f64 {
         self.config.weight(standing)
-    }
-
-    /// Requests waiting.
-    pub fn depth(&self) -> usize {
-        self.scheduler().queue_depth().requests
     }
 }
 
