@@ -57,30 +57,40 @@ impl StandingKeeper {
     /// Takes the receipts the store took since the last call. Returns how many pairs changed
     /// (or `None` when it had to rebuild).
     pub fn refresh(&self, store: &Store) -> Result<Option<usize>, StoreError> {
-        let mut state = self.lock();
+        // Only the refresh task moves the mark: the store is read without the lock and the
+        // result applied under it, so serving a chunk (which reads standing) never waits on
+        // the disk.
+        let (since, me, params) = {
+            let state = self.lock();
+            (state.mark, state.standing.me(), state.standing.params())
+        };
         let (covered, changed, mark) = {
             let items = store.sync_items();
             let mark = items.mark();
-            if !items.journal_covers(state.mark) {
-                (false, Vec::new(), mark)
+            if items.journal_covers(since) {
+                (true, items.changed_since(since, usize::MAX), mark)
             } else {
-                (true, items.changed_since(state.mark, usize::MAX), mark)
+                (false, Vec::new(), mark)
             }
         };
         if !covered {
-            let (me, params) = (state.standing.me(), state.standing.params());
-            *state = State::build(store, me, params)?;
+            let rebuilt = State::build(store, me, params)?;
+            *self.lock() = rebuilt;
             return Ok(None);
         }
+        let mut receipts = Vec::with_capacity(changed.len());
         for (_, key) in &changed {
-            if let Some(receipt) = store.latest(&key_pair(key))? {
-                state
-                    .standing
-                    .observe(receipt.uploader, receipt.downloader, receipt.credits);
-            }
+            receipts.extend(store.latest(&key_pair(key))?);
+        }
+        let dishonest = store.dishonest()?;
+        let mut state = self.lock();
+        for receipt in &receipts {
+            state
+                .standing
+                .observe(receipt.uploader, receipt.downloader, receipt.credits);
         }
         state.mark = mark;
-        for peer in store.dishonest()? {
+        for peer in dishonest {
             if state.dishonest.insert(peer) {
                 state.standing.mark_dishonest(peer);
             }
