@@ -12,9 +12,10 @@ use std::sync::Arc;
 use common::{TestNode, finished, payload, wait_for};
 use tally_ledger::{ConflictProof, Identity, NetworkId, Receipt, ReceiptBody};
 use tally_node::content::CHUNK_SIZE;
+use tally_node::content::ContentId;
 use tally_node::daemon::Behaviour;
 use tally_node::daemon::api::NodeHandle;
-use tally_node::daemon::fetch::{self, Phase};
+use tally_node::daemon::fetch::{self, DownloadStatus, Phase};
 use tally_web::HexId;
 use tally_web::api::NodeApi;
 
@@ -132,6 +133,19 @@ async fn a_transfer_gives_the_uploader_standing_and_gossip_adds_what_others_gave
     seeder.stop().await;
 }
 
+/// Starts a download of `content` at each of `nodes`, all at once.
+fn fetch_all(nodes: &[&TestNode], content: ContentId) -> Vec<Arc<DownloadStatus>> {
+    nodes
+        .iter()
+        .map(|n| fetch::start(n.shared(), content, n.out("fetched.bin")).unwrap())
+        .collect()
+}
+
+/// Bytes a download has verified and stored so far.
+fn bytes_have(status: &DownloadStatus) -> u64 {
+    status.bytes_have.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The upload limit of [`limited_seeder`].
 const LIMIT: u64 = 8 << 20;
 
@@ -188,15 +202,8 @@ async fn a_limited_seeder_shares_its_upload_by_standing_and_the_freerider_finish
     let size = 32 << 20;
     let bytes = payload(size, 21);
     let content = seeder.share(&bytes);
-    let downloads: Vec<_> = leechers
-        .iter()
-        .map(|l| fetch::start(l.shared(), content, l.out("file.bin")).unwrap())
-        .collect();
-    let have = |i: usize| {
-        downloads[i]
-            .bytes_have
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let downloads = fetch_all(&leechers.iter().collect::<Vec<_>>(), content);
+    let have = |i: usize| bytes_have(&downloads[i]);
     // Measure while all four are downloading: from when each has two chunks until the first
     // has 70% of the file.
     let chunk = u64::from(CHUNK_SIZE);
@@ -309,7 +316,7 @@ async fn an_upload_budget_stops_uploads_once_spent_and_the_status_shows_it() {
             .budget_allows(tally_node::daemon::now_ms(), u64::from(CHUNK_SIZE))
             .is_err()
     );
-    let got = status.bytes_have.load(std::sync::atomic::Ordering::Relaxed);
+    let got = bytes_have(&status);
     assert!(
         got <= BUDGET,
         "the leecher got {got} bytes past a budget of {BUDGET}"
@@ -392,15 +399,8 @@ async fn a_buyer_with_an_agreed_trade_is_served_first_and_pays_the_trade_price()
 
     let size = 24 << 20;
     let content = seller.share(&payload(size, 8));
-    let downloads: Vec<_> = [&other, &buyer]
-        .iter()
-        .map(|n| fetch::start(n.shared(), content, n.out("f.bin")).unwrap())
-        .collect();
-    let have = |i: usize| {
-        downloads[i]
-            .bytes_have
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let downloads = fetch_all(&[&other, &buyer], content);
+    let have = |i: usize| bytes_have(&downloads[i]);
     let chunk = u64::from(CHUNK_SIZE);
     wait_for("both downloads under way", || {
         (0..2).all(|i| have(i) >= chunk)
