@@ -389,11 +389,65 @@ impl OrderBook {
         order: impl Into<VerifiedOrder>,
         now_ms: u64,
     ) -> Result<Placed, BookError> {
-        let mut taker = order.into().to_resting(self.next_arrival);
+        let taker = order.into().to_resting(self.next_arrival);
         let id = taker.id;
         if self.by_id.contains_key(&id) || self.done.contains_key(&id) {
             return Err(BookError::Duplicate(id));
         }
+        self.place(taker, now_ms)
+    }
+
+    /// Puts `bytes` of `order` back in play after a trade on them fell through (its other
+    /// party refused or could not be reached): adds them to what of the order still rests, at
+    /// most up to its original bytes, matches it against the book again and rests what is
+    /// left. The order takes a new arrival, so it loses its place in time among equal prices.
+    /// Refused, with the book as it was, as [`OrderBook::insert`] refuses an order.
+    pub fn reopen(
+        &mut self,
+        order: impl Into<VerifiedOrder>,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<Placed, BookError> {
+        let mut taker = order.into().to_resting(self.next_arrival);
+        let id = taker.id;
+        let resting = self.get(&id).map_or(0, |o| o.remaining);
+        taker.remaining = resting.saturating_add(bytes).min(taker.bytes);
+        if taker.remaining == 0 {
+            return Ok(Placed {
+                id,
+                fills: Vec::new(),
+                resting: 0,
+            });
+        }
+        // Out of the book while it is placed again, back as it was if that is refused.
+        let previous = self.by_id.get(&id).copied().and_then(|a| self.remove(a));
+        let was_done = self.done.remove(&id);
+        let placed = self.place(taker, now_ms);
+        if placed.is_err() {
+            if let Some(expires_ms) = was_done {
+                self.done.insert(id, expires_ms);
+            }
+            if let Some(order) = previous {
+                self.rest(order);
+            }
+        }
+        placed
+    }
+
+    /// Takes the order `id` out of this book without a signed cancellation, when this node
+    /// learned from its owner that it no longer stands (the owner refused a trade on it).
+    /// Only this book changes; other nodes' books keep it until they learn the same.
+    pub fn withdraw(&mut self, id: &OrderId) -> Option<RestingOrder> {
+        let arrival = *self.by_id.get(id)?;
+        let removed = self.remove(arrival)?;
+        self.remember_done(removed.id, removed.expires_ms);
+        Some(removed)
+    }
+
+    /// Matches `taker` (not in the book) at `now_ms` and rests what is left: the checks and
+    /// steps [`OrderBook::insert`] and [`OrderBook::reopen`] share.
+    fn place(&mut self, mut taker: RestingOrder, now_ms: u64) -> Result<Placed, BookError> {
+        let id = taker.id;
         if !taker.is_live(now_ms) {
             return Err(BookError::Expired {
                 id,

@@ -434,11 +434,14 @@ pub fn market(args: &JsonArgs, context: &Context, out: &mut dyn Write) -> anyhow
     for t in &market.trades {
         writeln!(
             out,
-            "  {:<6} {:<10} {:>10} at {:>6}/GiB  {}{}",
+            "  {:<6} {:<16} {:>10} of {:>10} at {:>6}/GiB, {} credits paid, {} owed  {}{}",
             t.role,
             t.state,
+            human_bytes(t.delivered_bytes),
             human_bytes(t.bytes),
             t.price_per_gib,
+            t.settled_credits,
+            t.owed_credits,
             &t.trade_id.to_string()[..16],
             t.note
                 .as_deref()

@@ -16,8 +16,16 @@
 //! [`MAX_TRADES`] (the oldest ended one goes first). Expired orders are dropped lazily, at each
 //! call.
 //!
-//! It must not deliver or settle: delivering a trade's bytes with priority and paying for them
-//! at the trade's price are the upload scheduler's and the receipts' business (not yet wired).
+//! **Delivery and settlement follow the transfer.** The seller counts each chunk it sends the
+//! buyer under an agreed trade as delivered ([`Market::seller_send`], which also keeps what the
+//! buyer owes on the trade within its credit window), the buyer each chunk it receives
+//! ([`Market::buyer_credits`]); a receipt both signed settles the trade's bytes it covers
+//! ([`Market::acknowledged`]). [`Market::tick`] applies deadlines and silence: a trade ends
+//! settled, expired or with one party in default, and bytes it left undelivered go back to the
+//! offer and the bid (the bid is matched again in this book).
+//!
+//! It must not move bytes itself: serving chunks with priority is the upload scheduler's
+//! business, pricing them in receipts the pairs'.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +39,7 @@ use tally_market::{
 };
 
 use crate::config::PeerAddr;
+use crate::daemon::pairs::Window;
 use crate::daemon::peers::{self, Direction};
 use crate::daemon::{Shared, now_ms};
 use crate::transport::Connection;
@@ -204,6 +213,12 @@ pub struct TradeEntry {
     pub agreement: Option<Agreement>,
     /// Why it was refused or failed, if it was.
     pub note: Option<String>,
+    /// Bytes moved between the two parties that count for the trade's delivery: the seller
+    /// counts from its countersignature, the buyer from its proposal, so an honest buyer
+    /// never counts fewer than the seller sent.
+    pub counted: u64,
+    /// Of the trade's bytes, those a receipt both signed covers: paid for.
+    pub acked: u64,
 }
 
 /// The market as the API shows it.
@@ -232,7 +247,7 @@ struct Inner {
     cancels: HashMap<OrderId, Cancel>,
     trades: VecDeque<TradeEntry>,
     /// Bytes moved under each agreed trade since it was agreed, as this side counts them for
-    /// pricing (see [`Market::seller_credits`] and [`Market::buyer_credits`]).
+    /// pricing (see [`Market::seller_send`] and [`Market::buyer_credits`]).
     moved: HashMap<[u8; 32], u64>,
 }
 
@@ -251,6 +266,23 @@ pub const SETTLE_MARGIN: u64 = 4 << 20;
 /// Bytes beyond a trade's own the seller still accepts at the trade's price, so that bytes it
 /// sends while the agreement travels back do not leave an honest buyer short.
 pub const SETTLE_SLACK: u64 = 64 << 20;
+
+/// What [`Market::tick`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ticked {
+    /// Trades that ended since the last tick.
+    pub ended: Vec<TradeEntry>,
+    /// Trades this node proposes because a bid's freed bytes matched again.
+    pub proposals: Vec<([u8; 32], TradeProposal)>,
+}
+
+/// How many of `len` bytes moved after `counted` fall within a trade of `bytes`.
+fn within(counted: u64, len: u64, bytes: u64) -> u64 {
+    counted
+        .saturating_add(len)
+        .min(bytes)
+        .saturating_sub(counted.min(bytes))
+}
 
 /// The id of a trade: BLAKE3 of its terms' signed bytes.
 pub fn trade_id(terms: &TradeTerms, network: &NetworkId) -> [u8; 32] {
@@ -348,6 +380,8 @@ impl Market {
             trade: Trade::propose(terms, now_ms, TRADE_SILENCE_MS),
             agreement: None,
             note: None,
+            counted: 0,
+            acked: 0,
         });
         (id, proposal)
     }
@@ -498,6 +532,8 @@ impl Market {
             trade,
             agreement: Some(agreement),
             note: None,
+            counted: 0,
+            acked: 0,
         });
         Ok(agreement)
     }
@@ -517,16 +553,31 @@ impl Market {
         })
     }
 
-    /// The credits this node, as seller, counts as due for `len` bytes sent to `buyer`: the
-    /// lower of the trade's price and par while an agreed trade with it is
-    /// within its bytes plus [`SETTLE_SLACK`] and its deadline plus the clock skew; else par
-    /// (`len`). Deliberately lenient: the buyer prices a subset of these bytes (see
-    /// [`Market::buyer_credits`]), so an honest buyer's receipt never falls short of what is
-    /// due, and a dishonest one gains at most [`SETTLE_SLACK`] bytes at the trade's price.
-    pub fn seller_credits(&self, buyer: &PeerId, len: u64, now_ms: u64) -> u64 {
+    /// Sends `len` bytes to `buyer` if `reserve` lets them go: `reserve` gets the credits due
+    /// for them and counts them in the pair (under the pair's credit window), all under this
+    /// market's lock, so what is counted here is exactly what the pair counted.
+    ///
+    /// The credits due are the lower of the trade's price and par while an agreed trade with
+    /// the buyer is within its bytes plus [`SETTLE_SLACK`] and its deadline plus the clock
+    /// skew; else par (`len`). Deliberately lenient: the buyer prices a subset of these bytes
+    /// (see [`Market::buyer_credits`]), so an honest buyer's receipt never falls short of what
+    /// is due, and a dishonest one gains at most [`SETTLE_SLACK`] bytes at the trade's price.
+    ///
+    /// The chunk's bytes within the trade's count as delivered. What the buyer owes on the
+    /// trade — delivered and not covered by a receipt — stays within `window` credits: a chunk
+    /// that would pass it is not sent ([`Window::Full`], the buyer settles and asks again),
+    /// unless the buyer owes nothing (one chunk always goes).
+    pub fn seller_send<E>(
+        &self,
+        buyer: &PeerId,
+        len: u64,
+        window: u64,
+        now_ms: u64,
+        reserve: impl FnOnce(u64) -> Result<Window, E>,
+    ) -> Result<Window, E> {
         let mut inner = self.inner(now_ms);
         let Inner { trades, moved, .. } = &mut *inner;
-        let live = trades.iter().find(|t| {
+        let live = trades.iter_mut().find(|t| {
             let terms = t.trade.terms();
             t.role == Party::Seller
                 && t.agreement.is_some()
@@ -534,11 +585,28 @@ impl Market {
                 && now_ms < terms.expires_ms.saturating_add(MAX_CLOCK_SKEW_MS)
                 && moved.get(&t.id).copied().unwrap_or(0) < terms.bytes.saturating_add(SETTLE_SLACK)
         });
-        let Some(trade) = live else {
-            return len;
+        let Some(entry) = live else {
+            return reserve(len);
         };
-        *moved.entry(trade.id).or_insert(0) += len;
-        credits_for(len, trade.trade.terms().price_per_gib.min(GIB))
+        let terms = *entry.trade.terms();
+        let delivering = within(entry.counted, len, terms.bytes);
+        if delivering > 0 && entry.trade.owed() > 0 && delivering > entry.trade.deliverable(window)
+        {
+            return Ok(Window::Full {
+                unacknowledged: entry.counted.min(terms.bytes).saturating_sub(entry.acked),
+            });
+        }
+        let sent = reserve(credits_for(len, terms.price_per_gib.min(GIB)))?;
+        if sent == Window::Open {
+            *moved.entry(entry.id).or_insert(0) += len;
+            entry.counted = entry.counted.saturating_add(len);
+            if delivering > 0
+                && let Err(why) = entry.trade.deliver(delivering, u64::MAX, now_ms)
+            {
+                tracing::debug!("a chunk sent under a trade does not count for it: {why}");
+            }
+        }
+        Ok(sent)
     }
 
     /// The credits this node, as buyer, owes for `len` verified bytes received from `seller`:
@@ -550,6 +618,23 @@ impl Market {
     pub fn buyer_credits(&self, seller: &PeerId, len: u64, now_ms: u64) -> u64 {
         let mut inner = self.inner(now_ms);
         let Inner { trades, moved, .. } = &mut *inner;
+        // Delivery counts from the proposal on, in every trade with the seller still open.
+        for entry in trades.iter_mut() {
+            if entry.role != Party::Buyer
+                || entry.trade.terms().seller != *seller
+                || entry.trade.tick(now_ms).is_final()
+            {
+                continue;
+            }
+            let delivering = within(entry.counted, len, entry.trade.terms().bytes);
+            entry.counted = entry.counted.saturating_add(len);
+            if delivering > 0
+                && entry.trade.state() != TradeState::Proposed
+                && let Err(why) = entry.trade.deliver(delivering, u64::MAX, now_ms)
+            {
+                tracing::debug!("a chunk received under a trade does not count for it: {why}");
+            }
+        }
         let live = trades.iter().find(|t| {
             let terms = t.trade.terms();
             t.role == Party::Buyer
@@ -591,33 +676,157 @@ impl Market {
             .agree(&verified, now_ms)
             .map_err(|e| e.to_string())?;
         entry.agreement = Some(agreement);
+        // Bytes that arrived while the proposal travelled count for the trade now.
+        let early = entry.counted.min(entry.trade.terms().bytes);
+        if early > 0
+            && let Err(why) = entry.trade.deliver(early, u64::MAX, now_ms)
+        {
+            tracing::debug!("bytes received before the agreement do not count for it: {why}");
+        }
         Ok(())
     }
 
-    /// The buyer's side when the seller refused trade `id` (`refused`) or could not be asked:
-    /// a refused trade is cancelled and its bytes freed; either way the reason is kept.
-    pub fn failed(&self, id: [u8; 32], why: String, refused: bool, now_ms: u64) {
+    /// A receipt with `peer` both signed: in every open trade this node has with it as
+    /// `role`, the trade's bytes that receipt covers are paid. `unacknowledged` is what the
+    /// pair still counts as moved and not covered — receipts are cumulative, so those are the
+    /// latest bytes and everything counted before them is covered.
+    pub fn acknowledged(&self, peer: &PeerId, role: Party, unacknowledged: u64, now_ms: u64) {
+        let mut inner = self.inner(now_ms);
+        for entry in inner.trades.iter_mut() {
+            let terms = *entry.trade.terms();
+            let counterparty = match role {
+                Party::Seller => terms.buyer,
+                Party::Buyer => terms.seller,
+            };
+            if entry.role != role || counterparty != *peer {
+                continue;
+            }
+            if entry.trade.tick(now_ms) != TradeState::Delivering {
+                continue;
+            }
+            let covered = entry
+                .counted
+                .saturating_sub(unacknowledged)
+                .min(entry.trade.delivered_bytes());
+            if covered <= entry.acked {
+                continue;
+            }
+            let paid = credits_for(covered, terms.price_per_gib);
+            let more = paid.saturating_sub(entry.trade.settled_credits());
+            match entry.trade.settle(more, now_ms) {
+                Ok(()) => entry.acked = covered,
+                Err(why) => tracing::debug!("a receipt does not settle its trade: {why}"),
+            }
+        }
+    }
+
+    /// Applies deadlines and silence to every trade at `now_ms`. Returns the trades that
+    /// ended since the last call, as they ended. The bytes a trade left undelivered go back
+    /// to this node's offer or bid; a bid's are matched again in this book, and the trades
+    /// that makes are returned to propose.
+    pub fn tick(&self, now_ms: u64) -> Ticked {
+        let mut inner = self.inner(now_ms);
+        let mut ended = Vec::new();
+        let mut reopen = Vec::new();
+        for entry in inner.trades.iter_mut() {
+            let before = entry.trade.state();
+            let after = entry.trade.tick(now_ms);
+            if before == after || !after.is_final() {
+                continue;
+            }
+            let undelivered = entry.trade.remaining_bytes();
+            let terms = *entry.trade.terms();
+            let order = match entry.role {
+                Party::Seller => terms.offer_id,
+                Party::Buyer => terms.bid_id,
+            };
+            reopen.push((order, undelivered));
+            ended.push(entry.clone());
+        }
+        let mut proposals = Vec::new();
+        for (order, undelivered) in reopen {
+            proposals.extend(self.give_back(&mut inner, order, undelivered, now_ms));
+        }
+        Ticked { ended, proposals }
+    }
+
+    /// Frees `bytes` of this node's order `id` that a trade did not use: they count as not
+    /// committed again, and a bid's go back into this book and are matched; returns the
+    /// proposals that makes.
+    fn give_back(
+        &self,
+        inner: &mut Inner,
+        id: OrderId,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Vec<([u8; 32], TradeProposal)> {
+        let Some(own) = inner.mine.get_mut(&id) else {
+            return Vec::new();
+        };
+        own.committed = own.committed.saturating_sub(bytes);
+        let (cancelled, message) = (own.cancelled, own.message);
+        let OrderMessage::Bid(bid) = message else {
+            return Vec::new();
+        };
+        if cancelled || bytes == 0 {
+            return Vec::new();
+        }
+        let Ok(verified) = bid.verify(&self.network, now_ms) else {
+            return Vec::new();
+        };
+        let placed = match inner.book.reopen(verified, bytes, now_ms) {
+            Ok(placed) => placed,
+            Err(why) => {
+                tracing::debug!("the bid's freed bytes stay out of the book: {why}");
+                return Vec::new();
+            }
+        };
+        if placed.resting > 0 {
+            inner.signed.insert(id, message);
+        }
+        let mut proposals = Vec::new();
+        for fill in &placed.fills {
+            if inner.book.get(&fill.offer_id).is_none() {
+                inner.signed.remove(&fill.offer_id);
+            }
+            if fill.buyer == self.me {
+                proposals.push(self.propose(inner, fill, now_ms));
+            }
+        }
+        proposals
+    }
+
+    /// The buyer's side when the seller refused trade `id` or could not be asked in time:
+    /// the trade is cancelled with the reason kept, the seller's offer leaves this book (its
+    /// owner will not sell on it, or cannot be reached), and the bid's bytes are matched again.
+    /// Returns the trades that makes, to propose.
+    pub fn failed(&self, id: [u8; 32], why: String, now_ms: u64) -> Vec<([u8; 32], TradeProposal)> {
         let mut inner = self.inner(now_ms);
         let Some(entry) = inner
             .trades
             .iter_mut()
             .find(|t| t.id == id && t.role == Party::Buyer)
         else {
-            return;
+            return Vec::new();
         };
         entry.note = Some(why);
-        if !refused || entry.trade.cancel(now_ms).is_err() {
-            return;
+        if entry.trade.cancel(now_ms).is_err() {
+            return Vec::new();
         }
-        let (bid, bytes) = (entry.trade.terms().bid_id, entry.trade.terms().bytes);
-        if let Some(own) = inner.mine.get_mut(&bid) {
-            own.committed = own.committed.saturating_sub(bytes);
+        let terms = *entry.trade.terms();
+        if inner.book.withdraw(&terms.offer_id).is_some() {
+            inner.signed.remove(&terms.offer_id);
         }
+        self.give_back(&mut inner, terms.bid_id, terms.bytes, now_ms)
     }
 
-    /// The signed form of every live resting order, to push to a peer that has connected.
+    /// The signed form of every live resting order and every cancellation remembered, to
+    /// push to a peer that has connected: it may have missed a cancellation's flood and would
+    /// otherwise still match the order.
     pub fn live_orders(&self, now_ms: u64) -> Vec<OrderMessage> {
-        self.inner(now_ms).signed.values().copied().collect()
+        let inner = self.inner(now_ms);
+        let cancels = inner.cancels.values().copied().map(OrderMessage::Cancel);
+        inner.signed.values().copied().chain(cancels).collect()
     }
 
     /// The resting order `id`, if any.
@@ -945,50 +1154,89 @@ pub fn start_proposals(shared: &Arc<Shared>, proposals: Vec<([u8; 32], TradeProp
                 let conn = connection_to(&shared, seller).await?;
                 peers::request(&conn, &Request::Trade(proposal)).await
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+            let why = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
                 Ok(Ok(Response::Agreement(agreement))) => {
                     match shared.market.agreed(id, agreement, now_ms()) {
-                        Ok(()) => tracing::info!(
-                            seller = %seller.fmt_short(),
-                            bytes = agreement.terms.bytes,
-                            "trade agreed"
-                        ),
-                        Err(why) => {
-                            tracing::warn!("the seller's agreement was refused: {why}");
-                            shared.market.failed(id, why, true, now_ms());
+                        Ok(()) => {
+                            tracing::info!(
+                                seller = %seller.fmt_short(),
+                                bytes = agreement.terms.bytes,
+                                "trade agreed"
+                            );
+                            return;
                         }
+                        Err(why) => format!("the seller's agreement was refused: {why}"),
                     }
                 }
-                Ok(Ok(Response::Refused { message, .. })) => {
-                    tracing::info!("the seller refused the trade: {message}");
-                    shared
-                        .market
-                        .failed(id, format!("refused: {message}"), true, now_ms());
-                }
-                Ok(Ok(other)) => shared.market.failed(
-                    id,
-                    format!("the seller answered {other:?}"),
-                    true,
-                    now_ms(),
-                ),
-                Ok(Err(error)) => {
-                    shared.market.failed(
-                        id,
-                        format!("cannot reach the seller: {error:#}"),
-                        false,
-                        now_ms(),
-                    );
-                }
-                Err(_) => shared.market.failed(
-                    id,
-                    "the seller did not answer in time".to_owned(),
-                    false,
-                    now_ms(),
-                ),
-            }
+                Ok(Ok(Response::Refused { message, .. })) => format!("refused: {message}"),
+                Ok(Ok(other)) => format!("the seller answered {other:?}"),
+                Ok(Err(error)) => format!("cannot reach the seller: {error:#}"),
+                Err(_) => "the seller did not answer in time".to_owned(),
+            };
+            tracing::info!(seller = %seller.fmt_short(), "no trade: {why}; matching the bid again");
+            let again = shared.market.failed(id, why, now_ms());
+            start_proposals(&shared, again);
         };
         shared.tasks.spawn(task);
     }
+}
+
+/// How often trades' deadlines and silence are checked.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Starts the task that applies trades' deadlines and silence every [`TICK`]: it reports the
+/// trades that end, and proposes the trades a bid's freed bytes make.
+pub fn start(shared: &Arc<Shared>) {
+    let shared2 = Arc::clone(shared);
+    shared.tasks.spawn(async move {
+        let shared = shared2;
+        loop {
+            tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            let ticked = shared.market.tick(now_ms());
+            for entry in &ticked.ended {
+                report_end(entry);
+            }
+            start_proposals(&shared, ticked.proposals);
+        }
+    });
+}
+
+/// Logs how a trade ended; a party in default is a warning, since it broke an agreement.
+fn report_end(entry: &TradeEntry) {
+    let terms = entry.trade.terms();
+    let (counterparty, role) = match entry.role {
+        Party::Seller => (terms.buyer, "seller"),
+        Party::Buyer => (terms.seller, "buyer"),
+    };
+    let state = state_name(entry.trade.state());
+    let delivered = entry.trade.delivered_bytes();
+    let owed = entry.trade.owed();
+    match entry.trade.state() {
+        TradeState::Defaulted(_) => tracing::warn!(
+            trade = %hex_short(&entry.id),
+            counterparty = %counterparty.fmt_short(),
+            role,
+            delivered,
+            of = terms.bytes,
+            owed,
+            "trade ended: {state}"
+        ),
+        _ => tracing::info!(
+            trade = %hex_short(&entry.id),
+            counterparty = %counterparty.fmt_short(),
+            role,
+            delivered,
+            of = terms.bytes,
+            "trade ended: {state}"
+        ),
+    }
+}
+
+fn hex_short(id: &[u8; 32]) -> String {
+    id[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The live connection to `peer`, or a new one dialed at an address gossip's peer records give.

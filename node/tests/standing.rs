@@ -447,6 +447,27 @@ async fn a_buyer_with_an_agreed_trade_is_served_first_and_pays_the_trade_price()
     // The other downloader paid par.
     let par = seller.latest(seller.id(), other.id()).unwrap();
     assert_eq!(par.credits, par.bytes);
+    // Both sides' trade followed the transfer: every byte counted as delivered and, the last
+    // receipt covering them, paid for at the trade's price; nothing owed.
+    let paid = tally_market::order::credits_for(size as u64, 1_000);
+    for (side, node) in [("seller", &seller), ("buyer", &buyer)] {
+        wait_for("the trade settled up to the last receipt", || {
+            let trades = node.shared().market.trades(tally_node::daemon::now_ms());
+            trades
+                .iter()
+                .any(|t| t.agreement.is_some() && t.trade.settled_credits() == paid)
+        })
+        .await;
+        let trades = node.shared().market.trades(tally_node::daemon::now_ms());
+        let trade = trades.iter().find(|t| t.agreement.is_some()).unwrap();
+        assert_eq!(trade.trade.delivered_bytes(), size as u64, "{side}");
+        assert_eq!(trade.trade.owed(), 0, "{side}");
+        assert_eq!(
+            trade.trade.state(),
+            tally_market::TradeState::Delivering,
+            "{side}"
+        );
+    }
     for node in [other, buyer, seller] {
         node.stop().await;
     }

@@ -602,6 +602,11 @@ pub struct TradeInfo {
     pub expires_ms: u64,
     /// Bytes delivered so far.
     pub delivered_bytes: u64,
+    /// Credits paid for them so far, through receipts both parties signed.
+    pub settled_credits: u64,
+    /// Credits the buyer owes on it now: delivered and not yet covered by a receipt (bounded by
+    /// the buyer's credit window).
+    pub owed_credits: u64,
     /// Why it was refused or failed; `null` if it was not.
     pub note: Option<String>,
 }

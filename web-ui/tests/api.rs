@@ -282,6 +282,8 @@ impl NodeApi for FakeNode {
             price_per_gib: 2,
             expires_ms: 1_700_000_000_000,
             delivered_bytes: 0,
+            settled_credits: 0,
+            owed_credits: 0,
             note: None,
         }])
     }

@@ -348,3 +348,52 @@ fn filled_ids_are_forgotten_beyond_the_cap_soonest_expiring_first() {
     // `early` was forgotten to keep one id; this is the documented limit of the guard.
     assert!(book.insert(early, NOW).is_ok());
 }
+
+#[test]
+fn a_refused_fill_reopens_the_bid_against_the_next_offer() {
+    let mut book = OrderBook::default();
+    let cheap = offer(1, 100, 10, 60_000, 1);
+    let dear = offer(2, 100, 20, 60_000, 2);
+    let (cheap_id, dear_id) = (cheap.id(), dear.id());
+    book.insert(cheap, NOW).unwrap();
+    book.insert(dear, NOW).unwrap();
+    let wanted = bid(3, 60, 30, 60_000, 3);
+    let placed = book.insert(wanted, NOW).unwrap();
+    assert_eq!(summary(&placed), vec![(cheap_id, wanted.id(), 60, 10)]);
+    assert!(book.get(&wanted.id()).is_none(), "filled completely");
+
+    // The cheap offer's seller refuses: its offer leaves this book and the bid's 60 bytes
+    // meet the next offer.
+    let withdrawn = book.withdraw(&cheap_id).unwrap();
+    assert_eq!(withdrawn.remaining, 40);
+    assert!(book.get(&cheap_id).is_none());
+    let again = book.reopen(wanted, 60, NOW + 1).unwrap();
+    assert_eq!(summary(&again), vec![(dear_id, wanted.id(), 60, 20)]);
+    assert_eq!(again.resting, 0);
+    assert_eq!(book.get(&dear_id).unwrap().remaining, 40);
+
+    // A withdrawn order cannot come back as a replay.
+    assert!(matches!(
+        book.insert(offer(1, 100, 10, 60_000, 1), NOW + 2),
+        Err(BookError::Duplicate(_))
+    ));
+}
+
+#[test]
+fn reopening_adds_to_what_still_rests_and_never_beyond_the_order() {
+    let mut book = OrderBook::default();
+    let wanted = bid(3, 100, 30, 60_000, 3);
+    book.insert(wanted, NOW).unwrap();
+    book.insert(offer(1, 30, 10, 60_000, 1), NOW).unwrap();
+    assert_eq!(book.get(&wanted.id()).unwrap().remaining, 70);
+    let placed = book.reopen(wanted, 500, NOW).unwrap();
+    assert_eq!(placed.resting, 100, "capped at the bid's own bytes");
+    assert_eq!(book.len(), 1);
+
+    // Expired: refused, and the book keeps the order as it was.
+    let late = NOW + 60_000;
+    assert!(matches!(
+        book.reopen(wanted, 10, late),
+        Err(BookError::Expired { .. })
+    ));
+}

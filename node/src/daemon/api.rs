@@ -66,6 +66,8 @@ fn trade_info(entry: &TradeEntry) -> TradeInfo {
         price_per_gib: terms.price_per_gib,
         expires_ms: terms.expires_ms,
         delivered_bytes: entry.trade.delivered_bytes(),
+        settled_credits: entry.trade.settled_credits(),
+        owed_credits: entry.trade.owed(),
         note: entry.note.clone(),
     }
 }

@@ -729,6 +729,12 @@ pub async fn propose(shared: &Arc<Shared>, peer: PeerId) -> anyhow::Result<()> {
         match request(&conn, &Request::Propose(proposal)).await? {
             Response::Countersigned(receipt) => {
                 shared.pairs.accept_countersigned(peer, receipt).await?;
+                if let Ok(unacknowledged) = shared.pairs.unacknowledged_from(peer) {
+                    let role = tally_market::Party::Buyer;
+                    shared
+                        .market
+                        .acknowledged(&peer, role, unacknowledged, now_ms());
+                }
                 tracing::debug!(
                     seq = receipt.seq,
                     bytes = receipt.bytes,

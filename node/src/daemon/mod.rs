@@ -309,6 +309,7 @@ impl Node {
             .context("the upload budget is smaller than one upload request")?;
         standing::start(&shared);
         upload::start(&shared);
+        crate::market::start(&shared);
         Ok(Self { shared })
     }
 

@@ -141,6 +141,12 @@ async fn answer(
         Request::Propose(proposal) => match shared.pairs.countersign(peer, proposal).await {
             Ok(receipt) => {
                 tracing::debug!(seq = receipt.seq, bytes = receipt.bytes, "countersigned");
+                if let Ok(unacknowledged) = shared.pairs.unacknowledged_to(peer) {
+                    let role = tally_market::Party::Seller;
+                    shared
+                        .market
+                        .acknowledged(&peer, role, unacknowledged, now_ms());
+                }
                 Response::Countersigned(receipt)
             }
             Err(PairError::Refused(why)) => {
@@ -258,10 +264,12 @@ async fn serve_chunk(
     // Counted before sending, atomically with the check, so requests that waited together
     // cannot overshoot the window.
     // Under an agreed trade the credits due follow its price.
-    let credits = shared
+    let sent = shared
         .market
-        .seller_credits(&peer, u64::from(len), now_ms());
-    match shared.pairs.reserve(peer, u64::from(len), credits, window) {
+        .seller_send(&peer, u64::from(len), window, now_ms(), |credits| {
+            shared.pairs.reserve(peer, u64::from(len), credits, window)
+        });
+    match sent {
         Ok(Window::Open) => {}
         Ok(Window::Full { unacknowledged }) => {
             return Ok(writer.send(&full(unacknowledged)).await?);

@@ -5,6 +5,8 @@ use super::*;
 use tally_market::{Bid, BidTerms, Offer, OfferTerms};
 
 const NOW: u64 = 1_700_000_000_000;
+/// How long the orders of these tests live: longer than a trade may stay silent.
+const ORDER_TTL: u64 = 2 * TRADE_SILENCE_MS;
 
 fn net() -> NetworkId {
     NetworkId::from_name("tally")
@@ -25,7 +27,7 @@ fn offer(seller: &Identity, bytes: u64, price: u64) -> OrderMessage {
             max_rate: 1 << 20,
             price_per_gib: price,
             issued_ms: NOW,
-            expires_ms: NOW + 60_000,
+            expires_ms: NOW + ORDER_TTL,
             nonce: 1,
         },
     ))
@@ -40,7 +42,7 @@ fn bid(buyer: &Identity, bytes: u64, max_price: u64) -> OrderMessage {
             content: None,
             max_price_per_gib: max_price,
             issued_ms: NOW,
-            expires_ms: NOW + 60_000,
+            expires_ms: NOW + ORDER_TTL,
             nonce: 2,
         },
     ))
@@ -115,7 +117,7 @@ fn the_seller_refuses_what_its_offer_cannot_cover() {
     ));
     // The buyer's refused trade is cancelled and frees its bid's bytes.
     let id = trade_id(&second.terms, &net());
-    third.failed(id, "refused".into(), true, NOW);
+    third.failed(id, "refused".into(), NOW);
     let trades = third.trades(NOW);
     assert_eq!(trades[0].trade.state(), TradeState::Cancelled);
     assert_eq!(third.view(NOW).mine[0].remaining, 800);
@@ -151,7 +153,7 @@ fn forged_expired_and_foreign_orders_are_told_apart() {
         Err(LearnError::Invalid(_))
     ));
     assert_eq!(
-        node.learn(offer(&seller, 100, 1), NOW + 60_000),
+        node.learn(offer(&seller, 100, 1), NOW + ORDER_TTL),
         Err(LearnError::Expired)
     );
     assert!(node.live_orders(NOW).is_empty());
@@ -243,6 +245,169 @@ fn agreed_pair(bytes: u64, price: u64) -> (Market, Market, PeerId, PeerId) {
     (seller, buyer, seller_id.peer_id(), buyer_id.peer_id())
 }
 
+/// Sends `len` bytes from `seller` to `buyer` under a credit `window`, with a pair that
+/// always has room: the credits the seller counts due, or `None` if the trade's window held the
+/// chunk back.
+fn try_send(seller: &Market, buyer: &PeerId, len: u64, window: u64, now: u64) -> Option<u64> {
+    let mut due = None;
+    let sent = seller.seller_send(buyer, len, window, now, |credits| {
+        due = Some(credits);
+        Ok::<_, std::convert::Infallible>(Window::Open)
+    });
+    match sent {
+        Ok(Window::Open) => due,
+        Ok(Window::Full { .. }) => None,
+        Err(never) => match never {},
+    }
+}
+
+fn send(seller: &Market, buyer: &PeerId, len: u64, window: u64, now: u64) -> u64 {
+    try_send(seller, buyer, len, window, now).expect("the chunk goes")
+}
+
+fn state_of(market: &Market, now: u64) -> TradeState {
+    let trades = market.trades(now);
+    let [entry] = trades.as_slice() else {
+        panic!("expected one trade, got {}", trades.len())
+    };
+    entry.trade.state()
+}
+
+#[test]
+fn delivery_and_receipts_carry_a_trade_to_settled_on_both_sides() {
+    const MIB: u64 = 1 << 20;
+    let (seller, buyer, seller_id, buyer_id) = agreed_pair(8 * MIB, GIB / 2);
+    for i in 0..12 {
+        let now = NOW + i;
+        send(&seller, &buyer_id, MIB, 64 * MIB, now);
+        buyer.buyer_credits(&seller_id, MIB, now);
+        // A receipt covering everything but the latest chunk.
+        seller.acknowledged(&buyer_id, Party::Seller, MIB, now);
+        buyer.acknowledged(&seller_id, Party::Buyer, MIB, now);
+        // Settled once a receipt covers the trade's 8 MiB: after the ninth chunk.
+        let expected = if i < 8 {
+            TradeState::Delivering
+        } else {
+            TradeState::Settled
+        };
+        assert_eq!(state_of(&seller, now), expected, "after chunk {i}");
+        assert_eq!(state_of(&buyer, now), expected, "after chunk {i}");
+    }
+    for market in [&seller, &buyer] {
+        let entry = &market.trades(NOW + 20)[0];
+        assert_eq!(entry.trade.delivered_bytes(), 8 * MIB);
+        assert_eq!(entry.trade.owed(), 0, "8 MiB delivered, 11 MiB covered");
+        assert_eq!(entry.trade.settled_credits(), 4 * MIB);
+        assert_eq!(entry.trade.state(), TradeState::Settled);
+    }
+    assert!(
+        !seller.delivering_to(&buyer_id, NOW + 20),
+        "no priority once delivered"
+    );
+}
+
+#[test]
+fn a_buyer_never_owes_a_trade_more_than_its_credit_window() {
+    const MIB: u64 = 1 << 20;
+    let (seller, _buyer, _seller_id, buyer_id) = agreed_pair(100 * MIB, GIB);
+    let window = 4 * MIB;
+    let mut sent = 0;
+    while try_send(&seller, &buyer_id, MIB, window, NOW).is_some() {
+        sent += MIB;
+        assert!(sent <= window, "sent {sent} with nothing paid");
+    }
+    assert_eq!(sent, window);
+    let entry = &seller.trades(NOW)[0];
+    assert_eq!(entry.trade.owed(), window);
+    // A receipt covering all of it opens the window again.
+    seller.acknowledged(&buyer_id, Party::Seller, 0, NOW + 1);
+    assert_eq!(seller.trades(NOW + 1)[0].trade.owed(), 0);
+    assert!(try_send(&seller, &buyer_id, MIB, window, NOW + 1).is_some());
+}
+
+#[test]
+fn a_silent_buyer_that_owes_is_in_default_and_a_silent_seller_frees_the_bid() {
+    const MIB: u64 = 1 << 20;
+    let (seller, buyer, _seller_id, buyer_id) = agreed_pair(8 * MIB, GIB);
+    send(&seller, &buyer_id, MIB, 64 * MIB, NOW);
+    let later = NOW + TRADE_SILENCE_MS;
+    let ticked = seller.tick(later);
+    assert_eq!(ticked.ended.len(), 1);
+    assert_eq!(
+        ticked.ended[0].trade.state(),
+        TradeState::Defaulted(Party::Buyer)
+    );
+    assert!(seller.tick(later + 1).ended.is_empty(), "reported once");
+    // The offer's undelivered 7 MiB can be sold again.
+    let offer_id = ticked.ended[0].trade.terms().offer_id;
+    assert_eq!(seller.own(&offer_id, later).unwrap().left(), 7 * MIB);
+
+    // The buyer received nothing: the seller is silent in its turn, and the bid's bytes go
+    // back into the buyer's book, where another offer now matches them.
+    let (_other, other_id) = market(3);
+    buyer.learn(offer(&other_id, 8 * MIB, GIB), NOW).unwrap();
+    let ticked = buyer.tick(later);
+    assert_eq!(
+        ticked.ended[0].trade.state(),
+        TradeState::Defaulted(Party::Seller)
+    );
+    let [(_, proposal)] = ticked.proposals.as_slice() else {
+        panic!("expected one new proposal, got {:?}", ticked.proposals)
+    };
+    assert_eq!(proposal.terms.seller, other_id.peer_id());
+    assert_eq!(proposal.terms.bytes, 8 * MIB);
+}
+
+#[test]
+fn a_refused_proposal_drops_the_offer_and_matches_the_bid_with_the_next() {
+    let (buyer, buyer_id) = market(2);
+    let (_a, a_id) = market(3);
+    let (_b, b_id) = market(4);
+    let cheap = offer(&a_id, 1000, 10);
+    buyer.learn(cheap, NOW).unwrap();
+    buyer.learn(offer(&b_id, 1000, 11), NOW).unwrap();
+    let (_, learned) = buyer.post(bid(&buyer_id, 600, 12), NOW).unwrap();
+    let [(id, proposal)] = learned.proposals.as_slice() else {
+        panic!("expected one proposal, got {:?}", learned.proposals)
+    };
+    assert_eq!(proposal.terms.seller, a_id.peer_id());
+    let again = buyer.failed(*id, "refused: not live".into(), NOW + 1);
+    let [(_, next)] = again.as_slice() else {
+        panic!("expected one new proposal, got {again:?}")
+    };
+    assert_eq!(next.terms.seller, b_id.peer_id());
+    assert_eq!((next.terms.bytes, next.terms.price_per_gib), (600, 11));
+    let OrderMessage::Offer(cheap) = cheap else {
+        unreachable!()
+    };
+    assert!(buyer.resting(&cheap.id(&net()), NOW + 1).is_none());
+    assert_eq!(state_of_first(&buyer, NOW + 1), TradeState::Cancelled);
+}
+
+fn state_of_first(market: &Market, now: u64) -> TradeState {
+    market.trades(now)[0].trade.state()
+}
+
+#[test]
+fn a_peer_that_connects_is_sent_the_cancellations_too() {
+    let (seller, seller_id) = market(1);
+    let (offer_id, _) = seller.post(offer(&seller_id, 1000, 10), NOW).unwrap();
+    seller.cancel_mine(offer_id, NOW).unwrap();
+    let pushed = seller.live_orders(NOW);
+    assert!(
+        pushed
+            .iter()
+            .any(|m| matches!(m, OrderMessage::Cancel(c) if c.order_id == offer_id))
+    );
+    // A peer that still held the offer drops it.
+    let (peer, _) = market(2);
+    peer.learn(offer(&seller_id, 1000, 10), NOW).unwrap();
+    for message in pushed {
+        peer.learn(message, NOW).unwrap();
+    }
+    assert!(peer.resting(&offer_id, NOW).is_none());
+}
+
 /// Credits due for the first `bytes` sent, by a schedule of cumulative (bytes, credits)
 /// points, as `UploaderPair::credits_due` computes them.
 fn due(schedule: &[(u64, u64)], bytes: u64) -> u64 {
@@ -276,7 +441,7 @@ proptest::proptest! {
         let mut schedule = vec![(0u64, 0u64)];
         let (mut owed, mut received) = (0u64, 0u64);
         for (i, (len, lost)) in chunks.iter().copied().enumerate() {
-            let credits = if i < in_flight { len } else { seller.seller_credits(&buyer_id, len, NOW) };
+            let credits = if i < in_flight { len } else { send(&seller, &buyer_id, len, u64::MAX, NOW) };
             let &(b, c) = schedule.last().unwrap();
             schedule.push((b + len, c + credits));
             if lost {
