@@ -32,6 +32,7 @@ pub mod ledger_cmd;
 pub mod market;
 pub mod rate;
 pub mod run_cmd;
+pub mod testnet;
 pub mod transport;
 pub mod wire;
 

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 /// A rate in bytes per second, parsed from text such as `2MiB`, `1.5MB`, `800k` or `12345`
 /// (a bare number is bytes per second; an optional `/s` is accepted). Binary units (`KiB`,
-/// `MiB`, `GiB`) are powers of 1024, decimal ones (`k`/`KB`, `M`/`MB`, `G`/`GB`) of 1000.
+/// `MiB`, `GiB`, `TiB`) are powers of 1024, decimal ones (`k`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB`)
+/// of 1000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rate(pub u64);
 
@@ -57,6 +58,8 @@ impl FromStr for Rate {
             "mi" | "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gi" | "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "ti" | "tib" => 1 << 40,
             _ => return Err(error("the unit is unknown")),
         };
         let value: f64 = number
