@@ -111,6 +111,23 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
 
+    /// Run a whole network from a scenario file and report what each behaviour got
+    ///
+    /// Starts real nodes on this machine (each with its own QUIC endpoint, store and API; in
+    /// this process, or as separate processes with --processes), plays the scenario — who
+    /// holds and wants which content when, freeriders, sybils, whitewashers, late joiners,
+    /// churners, market orders — and writes report.json and report.html into --out, then
+    /// prints a summary table. While it runs, an overview page links every node's dashboard.
+    /// The scenario is checked before anything starts; a fault names the file, line and key.
+    ///
+    /// Examples:
+    ///   tally testnet scenarios/freeriders.toml
+    ///   tally testnet scenarios/sybil.toml --out /tmp/sybil --json
+    ///   tally testnet scenarios/baseline.toml --processes
+    ///   tally testnet scenarios/churn.toml --emit-configs /tmp/churn-nodes
+    #[command(verbatim_doc_comment)]
+    Testnet(TestnetArgs),
+
     /// Show the running node: identity, addresses, peers, store and transfer totals
     #[command(verbatim_doc_comment)]
     Status(JsonArgs),
@@ -281,6 +298,10 @@ pub struct RunArgs {
     #[arg(long, hide = true)]
     pub never_sign: bool,
 
+    /// Test mode: serve no chunk and announce no content (with --never-sign, a freerider).
+    #[arg(long, hide = true)]
+    pub never_upload: bool,
+
     /// Print the startup line as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -342,6 +363,33 @@ pub struct GetArgs {
     pub out: PathBuf,
 
     /// Print the final state as JSON (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tally testnet`.
+#[derive(Debug, Args)]
+pub struct TestnetArgs {
+    /// The scenario: a TOML file of groups of peers, content, orders, duration and seed (see
+    /// docs/EXPERIMENTS.md; examples in scenarios/).
+    #[arg(value_name = "SCENARIO.toml")]
+    pub scenario: PathBuf,
+
+    /// Where the nodes' data, report.json and report.html go. Defaults to
+    /// testnet-runs/NAME in the current directory; an earlier run there is replaced.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Run each node as a separate `tally` process instead of all in this one.
+    #[arg(long, conflicts_with = "emit_configs")]
+    pub processes: bool,
+
+    /// Write each node's data directory and a script that starts it, to run the testnet on
+    /// several machines, and start nothing.
+    #[arg(long, value_name = "DIR")]
+    pub emit_configs: Option<PathBuf>,
+
+    /// Print report.json instead of the summary table.
     #[arg(long)]
     pub json: bool,
 }

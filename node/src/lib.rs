@@ -134,6 +134,7 @@ pub fn run(
         Command::Bid(args) => client_cmd::bid(args, context, out)?,
         Command::Market(args) => client_cmd::market(args, context, out)?,
         Command::Cancel(args) => client_cmd::cancel(args, context, out)?,
+        Command::Testnet(args) => testnet::command(args, out, err)?,
         Command::Ledger { command } => match command {
             LedgerCommand::Export { json } => ledger_cmd::export(context, *json, out)?,
             LedgerCommand::Import { file, json } => {

@@ -62,35 +62,14 @@ async fn run_node(
     let api_key = id_cmd::read_api_key(data_dir)?;
     let behaviour = Behaviour {
         never_sign: args.never_sign,
+        never_upload: args.never_upload,
         ..Behaviour::default()
     };
     let parts = NodeParts::open(data_dir.root(), identity, context.config.clone(), behaviour)?;
     let node = Node::start(parts).await?;
     let shared = Arc::clone(node.shared());
 
-    let api_listen = context.config.node.api_listen;
-    let listener = tokio::net::TcpListener::bind(api_listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen for the HTTP API on {api_listen}; is another node using it? pick another with --api-listen")
-        })?;
-    let api_addr = listener.local_addr()?;
-    if !api_addr.ip().is_loopback() {
-        tracing::warn!(
-            %api_addr,
-            "the HTTP API listens beyond this machine; it still needs the API key"
-        );
-    }
-    *shared
-        .api_addr
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(api_addr);
-    let auth = tally_web::server::ApiAuth::new(api_key, api_addr);
-    let router = tally_web::server::router(Arc::new(NodeHandle::new(Arc::clone(&shared))), auth);
-    let api_stop = shared.cancel.clone();
-    let api = tokio::spawn(tally_web::server::serve(listener, router, async move {
-        api_stop.cancelled().await;
-    }));
+    let (api_addr, api) = start_api(&shared, context.config.node.api_listen, api_key).await?;
 
     let quic_addr = node.quic_addr()?;
     let info = NodeFile {
@@ -141,6 +120,39 @@ async fn run_node(
 }
 
 /// Waits for Ctrl-C, SIGTERM or a shutdown asked through the API, and says which.
+/// Serves `shared`'s HTTP API on `listen` with `api_key` until the node is cancelled; returns
+/// the address bound and the server's task. Warns when the address is not loopback.
+pub async fn start_api(
+    shared: &Arc<crate::daemon::Shared>,
+    listen: std::net::SocketAddr,
+    api_key: String,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen for the HTTP API on {listen}; is another node using it? pick another with --api-listen")
+    })?;
+    let api_addr = listener.local_addr()?;
+    if !api_addr.ip().is_loopback() {
+        tracing::warn!(
+            %api_addr,
+            "the HTTP API listens beyond this machine; it still needs the API key"
+        );
+    }
+    *shared
+        .api_addr
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(api_addr);
+    let auth = tally_web::server::ApiAuth::new(api_key, api_addr);
+    let router = tally_web::server::router(Arc::new(NodeHandle::new(Arc::clone(shared))), auth);
+    let api_stop = shared.cancel.clone();
+    let api = tokio::spawn(tally_web::server::serve(listener, router, async move {
+        api_stop.cancelled().await;
+    }));
+    Ok((api_addr, api))
+}
+
 async fn wait_for_stop(requested: &tokio_util::sync::CancellationToken) -> &'static str {
     #[cfg(unix)]
     let terminate = async {

@@ -217,10 +217,17 @@ impl Swarm {
         });
     }
 
-    /// Takes a wanted chunk that `has` says the provider holds.
+    /// Takes a wanted chunk that `has` says the provider holds: the first from a random place,
+    /// so that downloaders of one content hold different chunks and can trade them, rather
+    /// than all asking the seeder for the same ones in order.
     fn take(&self, has: impl Fn(u32) -> bool) -> Option<u32> {
         let mut wanted = lock(&self.wanted);
-        let index = wanted.iter().copied().find(|&i| has(i))?;
+        let from = rand::random_range(0..self.manifest.chunk_count().max(1));
+        let index = wanted
+            .range(from..)
+            .chain(wanted.range(..from))
+            .copied()
+            .find(|&i| has(i))?;
         wanted.remove(&index);
         Some(index)
     }
@@ -461,48 +468,75 @@ async fn serve_from(
     conn: Connection,
 ) {
     let peer = conn.peer_id();
-    let bitfield = match request(
-        &conn,
-        &Request::Have {
-            content: swarm.content,
-        },
-    )
-    .await
-    {
-        Ok(Response::Have { chunks, bitfield })
-            if chunks == swarm.manifest.chunk_count()
-                && bitfield.len() == chunks.div_ceil(8) as usize =>
+    loop {
+        let bitfield = match request(
+            &conn,
+            &Request::Have {
+                content: swarm.content,
+            },
+        )
+        .await
         {
-            bitfield
-        }
-        Ok(Response::Refused { .. }) => return,
-        Ok(other) => {
-            shared.peers.penalize(
-                peer,
-                PENALTY_BAD_ANSWER,
-                &format!("answered a chunk map request with {other:?}"),
+            Ok(Response::Have { chunks, bitfield })
+                if chunks == swarm.manifest.chunk_count()
+                    && bitfield.len() == chunks.div_ceil(8) as usize =>
+            {
+                bitfield
+            }
+            Ok(Response::Refused { .. }) => return,
+            Ok(other) => {
+                shared.peers.penalize(
+                    peer,
+                    PENALTY_BAD_ANSWER,
+                    &format!("answered a chunk map request with {other:?}"),
+                );
+                lock(&swarm.excluded).insert(peer);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!("chunk map request failed: {error:#}");
+                return;
+            }
+        };
+        let chunks = swarm.manifest.chunk_count();
+        let holds_all = (0..chunks).all(|i| wire::bit(&bitfield, i));
+        let bitfield = Arc::new(bitfield);
+        let mut lanes = JoinSet::new();
+        for _ in 0..PIPELINE {
+            let lane = lane(
+                Arc::clone(&shared),
+                Arc::clone(&swarm),
+                Arc::clone(&status),
+                conn.clone(),
+                Arc::clone(&bitfield),
+                !holds_all,
             );
-            lock(&swarm.excluded).insert(peer);
+            lanes.spawn(lane.in_current_span());
+        }
+        let mut idle = false;
+        while let Some(stopped) = lanes.join_next().await {
+            idle |= matches!(stopped, Ok(LaneEnd::Idle));
+        }
+        // A provider that was still downloading may hold more now: ask it again, after a
+        // pause, for as long as the download needs chunks.
+        if !idle || swarm.complete() || lock(&swarm.excluded).contains(&peer) {
             return;
         }
-        Err(error) => {
-            tracing::debug!("chunk map request failed: {error:#}");
-            return;
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            _ = conn.closed() => return,
+            () = tokio::time::sleep(REDISCOVER) => {}
         }
-    };
-    let bitfield = Arc::new(bitfield);
-    let mut lanes = JoinSet::new();
-    for _ in 0..PIPELINE {
-        let lane = lane(
-            Arc::clone(&shared),
-            Arc::clone(&swarm),
-            Arc::clone(&status),
-            conn.clone(),
-            Arc::clone(&bitfield),
-        );
-        lanes.spawn(lane.in_current_span());
     }
-    while lanes.join_next().await.is_some() {}
+}
+
+/// Why a lane ended.
+enum LaneEnd {
+    /// The download is complete, the provider excluded or its connection lost.
+    Over,
+    /// The provider, still downloading itself, holds no chunk this download needs now: its
+    /// chunk map is worth asking again.
+    Idle,
 }
 
 /// Why a lane stopped fetching from its provider.
@@ -521,19 +555,23 @@ async fn lane(
     status: Arc<DownloadStatus>,
     conn: Connection,
     bitfield: Arc<Vec<u8>>,
-) {
+    partial: bool,
+) -> LaneEnd {
     let peer = conn.peer_id();
     loop {
         if swarm.complete() || lock(&swarm.excluded).contains(&peer) {
-            return;
+            return LaneEnd::Over;
         }
         // Registered before looking, so a chunk put back in between still wakes this lane.
         let progressed = swarm.progress.notified();
         let Some(index) = swarm.take(|i| wire::bit(&bitfield, i)) else {
+            if partial {
+                return LaneEnd::Idle;
+            }
             // Everything this provider holds is being fetched elsewhere; a failed request
             // puts its chunk back.
             tokio::select! {
-                () = shared.cancel.cancelled() => return,
+                () = shared.cancel.cancelled() => return LaneEnd::Over,
                 () = progressed => {}
                 () = tokio::time::sleep(REDISCOVER) => {}
             }
@@ -545,10 +583,10 @@ async fn lane(
                 swarm.put_back(index);
                 match stop {
                     Stop::Done => {}
-                    Stop::Lost => return,
+                    Stop::Lost => return LaneEnd::Over,
                     Stop::Drop => {
                         lock(&swarm.excluded).insert(peer);
-                        return;
+                        return LaneEnd::Over;
                     }
                 }
             }

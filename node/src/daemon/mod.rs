@@ -40,6 +40,9 @@ pub struct Behaviour {
     pub never_sign: bool,
     /// Flip a byte of every chunk served: a provider of bad data, for tests.
     pub corrupt_uploads: bool,
+    /// Serve no chunk and announce no content: a freerider that does not upload, for
+    /// experiments.
+    pub never_upload: bool,
 }
 
 /// How much larger than the configured `credit_window` good standing makes a peer's window.

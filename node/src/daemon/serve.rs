@@ -50,6 +50,13 @@ pub async fn handle(
     };
     let mut penalty = None;
     let outcome = match request {
+        Request::Chunk { .. } if shared.behaviour.never_upload => {
+            let refused = Response::refused(
+                RefusalCode::Unavailable,
+                "this node does not upload; try another provider",
+            );
+            writer.send(&refused).await.map_err(anyhow::Error::from)
+        }
         Request::Chunk { content, index } => {
             serve_chunk(shared, conn, &mut writer, content, index).await
         }
@@ -113,6 +120,8 @@ async fn answer(
                 Err(error) => internal(&error),
             }
         }
+        // A node that does not upload claims to hold nothing, so no one asks it for chunks.
+        Request::Have { content } if shared.behaviour.never_upload => not_found(content),
         Request::Have { content } => {
             let have = shared
                 .content_blocking(move |c| {

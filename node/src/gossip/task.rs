@@ -115,6 +115,9 @@ fn own_addrs(shared: &Shared) -> Option<Vec<SocketAddr>> {
 /// Signs a provider record for every content this node holds some of and has no record for
 /// signed within [`REFRESH_OWN_RECORDS`] (a content just shared gets one at the next tick).
 async fn refresh_provider_records(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    if shared.behaviour.never_upload {
+        return Ok(());
+    }
     let (now, ms) = (Instant::now(), now_ms());
     let held = shared.content_blocking(|c| c.list()).await?;
     let fresh_after = ms.saturating_sub(REFRESH_OWN_RECORDS.as_millis() as u64);

@@ -425,7 +425,7 @@ impl Report {
                 opt(g.p90_completion_s, 1),
                 opt(g.mean_download_rate.map(|r| r / f64::from(1 << 20)), 2),
                 opt(g.share_ratio, 2),
-                opt(g.mean_standing, 3),
+                opt(g.mean_standing, 4),
             );
         }
         let mut metric = |name: &str, v: Option<f64>| {
