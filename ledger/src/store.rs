@@ -159,6 +159,10 @@ pub struct Store {
     /// Sum of the seqs of all latest receipts; grows with every new receipt. Written to the
     /// database and then to the witness file at each flush.
     seq_sum: AtomicU64,
+    /// The sum the witness file holds. Held while the file is replaced: concurrent flushes
+    /// would otherwise race on the temporary file (one's rename finding it gone), and a slower
+    /// one could put back a smaller sum.
+    witnessed: Mutex<u64>,
     /// Gossip's index of the latest receipts (pair key → seq), built at open and kept in step
     /// by every apply, so a sync never walks the database.
     sync_items: Mutex<SyncItems>,
@@ -242,6 +246,7 @@ impl Store {
         };
         let store = Self {
             seq_sum: AtomicU64::new(seq_sum),
+            witnessed: Mutex::new(0),
             sync_items: Mutex::new(SyncItems::new()),
             receipts: tree("receipts")?,
             by_downloader: tree("by_downloader")?,
@@ -642,10 +647,20 @@ impl Store {
             .insert(META_SEQ_SUM, &seq_sum.to_be_bytes())
             .map_err(self.backend())?;
         self.db.flush().map_err(self.backend())?;
+        let mut witnessed = self
+            .witnessed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seq_sum <= *witnessed && seq_sum != 0 {
+            // A flush no older than this one already wrote it.
+            return Ok(());
+        }
         write_witness(&self.path, seq_sum).map_err(|source| StoreError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        *witnessed = seq_sum;
+        Ok(())
     }
 
     /// The latest receipt of `pair`.

@@ -1081,3 +1081,28 @@ mod retention_properties {
         }
     }
 }
+
+#[test]
+fn concurrent_flushes_never_fail_and_leave_the_newest_witness() {
+    // Nodes flush from several tasks at once (a countersigned receipt, a gossip batch, an
+    // import): before the witness was written under a lock, two flushes raced on its temporary
+    // file and one failed with "No such file or directory".
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    std::thread::scope(|scope| {
+        for thread in 0..8u8 {
+            let store = &store;
+            scope.spawn(move || {
+                for seq in 1..=40 {
+                    store
+                        .apply(&verified(receipt(thread + 1, thread + 100, seq, seq)))
+                        .unwrap();
+                    store.flush().unwrap();
+                }
+            });
+        }
+    });
+    store.flush().unwrap();
+    let expected = 8 * 40;
+    assert_eq!(read_witness(dir.path()).unwrap(), expected);
+}
