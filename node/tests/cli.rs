@@ -749,3 +749,83 @@ fn the_default_data_dir_is_the_platform_one() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(elsewhere.join("identity.key").is_file());
 }
+
+#[test]
+fn testnet_refuses_a_bad_scenario_naming_file_line_and_key_before_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let scenario = tmp.path().join("broken.toml");
+    std::fs::write(
+        &scenario,
+        "seed = 1\nduration_s = 30\n\n[[group]]\nname = \"a\"\nbehaviour = \"leecher\"\ncount = 2\n\n\
+         [[content]]\nname = \"f\"\nsize = \"1MiB\"\nholders = [\"a\"]\nwanted_by = [\"b\"]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let output = run(
+        &data,
+        &[
+            "testnet",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("broken.toml:13: `content[0].wanted_by[0]`: no group is named `b`"),
+        "{message}"
+    );
+    assert!(!out.exists(), "nothing started");
+
+    // A missing file and an unknown behaviour are as clear.
+    let output = run(&data, &["testnet", "/nonexistent/scenario.toml"]);
+    assert!(
+        stderr(&output).contains("cannot read it"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(
+        &scenario,
+        "seed = 1\nduration_s = 30\n[[group]]\nname = \"a\"\nbehaviour = \"lurker\"\ncount = 1\n",
+    )
+    .unwrap();
+    let output = run(&data, &["testnet", scenario.to_str().unwrap()]);
+    let message = stderr(&output);
+    assert!(
+        message.contains("broken.toml:5") && message.contains("lurker"),
+        "{message}"
+    );
+}
+
+#[test]
+fn testnet_emit_configs_writes_a_data_dir_and_start_script_per_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let dir = tmp.path().join("nodes");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/sybil.toml");
+    let text = ok(
+        &data,
+        &["testnet", scenario, "--emit-configs", dir.to_str().unwrap()],
+    );
+    assert!(text.contains("wrote 20 nodes"), "{text}");
+    let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
+    for node in ["seeders-0", "leechers-7", "clique-9"] {
+        assert!(dir.join(node).join("identity.key").exists(), "{node}");
+        assert!(readme.contains(node), "{node}");
+        let script = std::fs::read_to_string(dir.join(node).join("start.sh")).unwrap();
+        assert!(script.contains("run --listen 0.0.0.0:"), "{script}");
+    }
+    let gateway = std::fs::read_to_string(dir.join("clique-0/start.sh")).unwrap();
+    assert!(
+        !gateway.contains("--never-sign"),
+        "the gateway uploads for real"
+    );
+    let member = std::fs::read_to_string(dir.join("clique-1/start.sh")).unwrap();
+    assert!(member.contains("--never-sign --never-upload"));
+    assert!(member.contains(" get "), "it fetches the release");
+    // The clique's receipts are in its members' stores: 10 × 9 of them.
+    let export = ok(&dir.join("clique-3"), &["ledger", "export", "--json"]);
+    assert_eq!(export.lines().count(), 90);
+}

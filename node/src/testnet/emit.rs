@@ -145,7 +145,7 @@ pub fn emit(scenario: &Scenario, dir: &Path) -> anyhow::Result<usize> {
         let _ = writeln!(
             script,
             "sleep {}\n\"$TALLY\" --data-dir \"$here\" status --json > \"$here/status.json\"\n\
-             \"$TALLY\" --data-dir \"$here\" ledger export > \"$here/receipts.ndjson\" || true\n\
+             \"$TALLY\" --data-dir \"$here\" ledger export --json > \"$here/receipts.ndjson\" || true\n\
              kill \"$node\"; wait \"$node\" || true",
             scenario.duration_s.saturating_sub(clock)
         );

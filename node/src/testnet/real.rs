@@ -198,6 +198,20 @@ struct Run<'a> {
     content_ids: Vec<Option<HexId>>,
     obs: Observations,
     started: Instant,
+    /// Unix ms when the clock started, to place receipts' times on the run's clock.
+    started_ms: u64,
+    /// What every running node held, sampled: for gossip convergence.
+    holdings: Vec<Holding>,
+    next_holding_s: f64,
+}
+
+/// The receipts the running nodes held at one moment.
+struct Holding {
+    t_s: f64,
+    /// Whether every running node held the same receipts.
+    agreed: bool,
+    /// BLAKE3 over the union of what they held.
+    union: [u8; 32],
 }
 
 impl<'a> Run<'a> {
@@ -220,6 +234,9 @@ impl<'a> Run<'a> {
             content_ids: vec![None; scenario.content.len()],
             obs: Observations::default(),
             started: Instant::now(),
+            started_ms: crate::daemon::now_ms(),
+            holdings: Vec::new(),
+            next_holding_s: 0.0,
         })
     }
 
@@ -238,6 +255,7 @@ impl<'a> Run<'a> {
             }
         }
         self.started = Instant::now();
+        self.started_ms = crate::daemon::now_ms();
         let duration = self.scenario.duration_s as f64;
         let mut next_sample = 0.0;
         let mut next_progress = 0.0;
@@ -433,6 +451,9 @@ impl<'a> Run<'a> {
         config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.node.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.node.peers = peers;
+        if let Some(window) = self.scenario.credit_window {
+            config.node.credit_window = window;
+        }
         config.node.upload_limit = upload.map(crate::rate::Rate);
         config.node.download_limit = download.map(crate::rate::Rate);
         let (node, api_addr, api) = self.runtime.block_on(async {
@@ -731,6 +752,41 @@ impl<'a> Run<'a> {
             t_s: now,
             bytes_down: per_group,
         });
+        // Who holds which receipts, every second on small networks, less often on large ones.
+        if now >= self.next_holding_s {
+            let every = if self.slots.len() <= 64 { 1.0 } else { 5.0 };
+            self.next_holding_s = now + every;
+            if let Err(error) = self.hold(now) {
+                tracing::warn!("cannot read the nodes' receipts: {error:#}");
+            }
+        }
+    }
+
+    /// Reads every running node's receipts and notes whether they agree.
+    fn hold(&mut self, now: f64) -> anyhow::Result<BTreeMap<usize, Vec<Receipt>>> {
+        let exports = self.exports()?;
+        let sets: Vec<BTreeSet<(PeerId, PeerId, u64)>> = exports
+            .values()
+            .map(|receipts| {
+                receipts
+                    .iter()
+                    .map(|r| (r.uploader, r.downloader, r.seq))
+                    .collect()
+            })
+            .collect();
+        let union: BTreeSet<&(PeerId, PeerId, u64)> = sets.iter().flatten().collect();
+        let mut hasher = blake3::Hasher::new();
+        for (up, down, seq) in union {
+            hasher.update(up.as_bytes());
+            hasher.update(down.as_bytes());
+            hasher.update(&seq.to_le_bytes());
+        }
+        self.holdings.push(Holding {
+            t_s: now,
+            agreed: sets.windows(2).all(|w| w[0] == w[1]),
+            union: *hasher.finalize().as_bytes(),
+        });
+        Ok(exports)
     }
 
     /// Stops transfers, then waits until every running node holds the same receipts; returns
@@ -748,34 +804,30 @@ impl<'a> Run<'a> {
             }
         }
         let deadline = Instant::now() + CONVERGENCE_GRACE;
-        loop {
-            let exports = self.exports()?;
-            let sets: Vec<BTreeSet<(PeerId, PeerId, u64)>> = exports
-                .values()
-                .map(|receipts| {
-                    receipts
-                        .iter()
-                        .map(|r| (r.uploader, r.downloader, r.seq))
-                        .collect()
-                })
-                .collect();
-            let last_receipt_ms = exports
-                .values()
-                .flatten()
-                .map(|r| r.time_ms)
-                .max()
-                .unwrap_or(0);
-            let agreed = sets.windows(2).all(|w| w[0] == w[1]);
+        let exports = loop {
+            let exports = self.hold(self.elapsed_s())?;
+            let agreed = self.holdings.last().is_some_and(|h| h.agreed);
             if agreed || Instant::now() >= deadline {
-                if agreed {
-                    let now_ms = crate::daemon::now_ms();
-                    self.obs.gossip_convergence_s =
-                        Some(now_ms.saturating_sub(last_receipt_ms) as f64 / 1000.0);
-                }
-                return Ok(exports);
+                break exports;
             }
             std::thread::sleep(Duration::from_millis(250));
+        };
+        // From the newest receipt to the first moment from which every node held the final
+        // set, as sampled (every second on small networks).
+        let newest_ms = exports.values().flatten().map(|r| r.time_ms).max();
+        if let (Some(last), Some(newest_ms)) = (self.holdings.last(), newest_ms)
+            && last.agreed
+        {
+            let settled_from = self
+                .holdings
+                .iter()
+                .rposition(|h| !(h.agreed && h.union == last.union))
+                .map_or(0, |i| i + 1);
+            let newest_s = newest_ms.saturating_sub(self.started_ms) as f64 / 1000.0;
+            let agreed_s = self.holdings[settled_from].t_s;
+            self.obs.gossip_convergence_s = Some((agreed_s - newest_s).max(0.0));
         }
+        Ok(exports)
     }
 
     fn exports(&self) -> anyhow::Result<BTreeMap<usize, Vec<Receipt>>> {
@@ -933,6 +985,14 @@ pub fn init_dir(scenario: &Scenario, dir: &Path) -> anyhow::Result<PeerId> {
     };
     crate::init::run(&args, &context, &mut std::io::sink())
         .with_context(|| format!("cannot initialise {}", dir.display()))?;
+    // Settings of the scenario that have no flag go into the node's config.toml.
+    if let Some(window) = scenario.credit_window {
+        let path = data_dir.config_file();
+        let text = std::fs::read_to_string(&path)?;
+        let mut doc: toml_edit::DocumentMut = text.parse().context("config.toml does not parse")?;
+        doc["node"]["credit_window"] = toml_edit::value(i64::try_from(window)?);
+        std::fs::write(&path, doc.to_string())?;
+    }
     Ok(crate::id_cmd::load_identity(&data_dir)?.peer_id())
 }
 

@@ -20,6 +20,9 @@ pub const MAX_PEERS: u64 = 100_000;
 pub const MAX_DURATION_S: u64 = 24 * 3600;
 /// The largest content item: 16 GiB.
 pub const MAX_CONTENT_BYTES: u64 = 16 << 30;
+/// The smallest credit window a scenario may set: four chunks, so a transfer is never held
+/// back by the window alone.
+pub const MIN_CREDIT_WINDOW: u64 = 1 << 20;
 /// What a sybil clique's members claim to have given one another by default: 1 TiB each way.
 pub const DEFAULT_SYBIL_CLAIM: u64 = 1 << 40;
 
@@ -167,6 +170,9 @@ pub struct Scenario {
     pub duration_s: u64,
     /// The network's name its nodes use.
     pub network: String,
+    /// Every node's credit window at the floor (`[node] credit_window`), when the scenario sets
+    /// one; else the node's default.
+    pub credit_window: Option<u64>,
     /// Groups of peers.
     pub groups: Vec<Group>,
     /// Content.
@@ -212,6 +218,8 @@ struct File {
     seed: u64,
     duration_s: u64,
     network: Option<String>,
+    #[serde(default, deserialize_with = "size_opt")]
+    credit_window: Option<u64>,
     #[serde(default)]
     defaults: Limits,
     #[serde(default, rename = "group")]
@@ -471,6 +479,14 @@ fn check(raw: File, c: &Checker<'_>, default_name: &str) -> Result<Scenario, Sce
             format!("must be from 1 to {MAX_DURATION_S} seconds"),
         ));
     }
+    if let Some(window) = raw.credit_window
+        && !(MIN_CREDIT_WINDOW..=1 << 40).contains(&window)
+    {
+        return Err(c.fail(
+            &[Key("credit_window")],
+            "must be from 1MiB (four chunks) to 1TiB",
+        ));
+    }
     let name = raw.name.unwrap_or_else(|| default_name.to_owned());
     if !valid_name(&name) {
         return Err(c.fail(&[Key("name")], "must be 1–64 letters, digits, `-` or `_`"));
@@ -659,6 +675,7 @@ fn check(raw: File, c: &Checker<'_>, default_name: &str) -> Result<Scenario, Sce
     }
     Ok(Scenario {
         network: raw.network.unwrap_or_else(|| format!("testnet-{name}")),
+        credit_window: raw.credit_window,
         name,
         description: raw.description,
         seed: raw.seed,

@@ -139,6 +139,11 @@ fn senseless_settings_are_refused_before_anything_starts() {
             "order[0].group",
         ),
         (
+            "seed = 7",
+            "seed = 7\ncredit_window = \"64KiB\"",
+            "credit_window",
+        ),
+        (
             "upload_limit = \"4MiB/s\"",
             "upload_limit = \"4MiB/s\"\njoin_at_s = 3",
             "group[0].join_at_s",
