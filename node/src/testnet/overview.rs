@@ -139,3 +139,64 @@ async fn page(State(state): State<PageState>, headers: HeaderMap) -> Response {
     html.push_str("</table></body></html>");
     Html(html).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::testnet::real::{OverviewRow, Progress};
+    use crate::testnet::scenario::Role;
+
+    fn get(addr: SocketAddr, host: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let mut response = agent
+            .get(&format!("http://{addr}/"))
+            .header("Host", host)
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    #[test]
+    fn the_page_links_every_dashboard_and_refuses_other_hosts() {
+        let overview = Arc::new(Mutex::new(Overview {
+            progress: Progress {
+                phase: "running",
+                elapsed_s: 12.0,
+                duration_s: 60,
+                completed: 3,
+                downloads: 7,
+                running: 8,
+            },
+            nodes: vec![
+                OverviewRow {
+                    group: "seeders".into(),
+                    role: Role::Seeder,
+                    peer_id: "ab".repeat(32),
+                    dashboard: Some("http://127.0.0.1:9/#key=k".into()),
+                },
+                OverviewRow {
+                    group: "<late>".into(),
+                    role: Role::LateJoiner,
+                    peer_id: "cd".repeat(32),
+                    dashboard: None,
+                },
+            ],
+        }));
+        let page = serve(overview, "demo").unwrap();
+        let (status, body) = get(page.addr(), &page.addr().to_string());
+        assert_eq!(status, 200);
+        assert!(body.contains("running: 12 of 60 s; 3 of 7 downloads done"), "{body}");
+        assert!(body.contains("href=\"http://127.0.0.1:9/#key=k\""), "{body}");
+        assert!(body.contains("&lt;late&gt;") && body.contains("not running"), "{body}");
+        let (status, _) = get(page.addr(), "evil.example");
+        assert_eq!(status, 403, "a rebound name is refused");
+        page.stop();
+    }
+}
