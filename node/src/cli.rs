@@ -219,6 +219,18 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Cancel(CancelArgs),
 
+    /// Print the URL of the running node's dashboard, with the API key in its fragment
+    ///
+    /// The key is after `#`, so the browser never sends it to the node: the page reads it,
+    /// logs in for a session cookie and removes it from the address bar. Anyone who sees the
+    /// URL can use the node, as with the key itself.
+    ///
+    /// Examples:
+    ///   tally dashboard
+    ///   tally dashboard --open     # also open it with xdg-open (or open on macOS)
+    #[command(verbatim_doc_comment)]
+    Dashboard(DashboardArgs),
+
     /// Inspect, move and check the receipts in the store.
     ///
     /// The store holds the latest receipt of every (uploader, downloader) pair this node knows,
@@ -305,6 +317,14 @@ pub struct RunArgs {
     /// Print the startup line as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `tally dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Open the URL in the default browser (xdg-open, or open on macOS), if there is one.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `--json` alone.

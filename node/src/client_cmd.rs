@@ -13,7 +13,8 @@ use tally_web::model::{
 };
 
 use crate::cli::{
-    BidArgs, CancelArgs, ConnectArgs, GetArgs, JsonArgs, OfferArgs, ShareArgs, StandingArgs,
+    BidArgs, CancelArgs, ConnectArgs, DashboardArgs, GetArgs, JsonArgs, OfferArgs, ShareArgs,
+    StandingArgs,
 };
 use crate::client::ApiClient;
 use crate::daemon::{NodeFile, node_file_path};
@@ -25,6 +26,13 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// The running node of this data directory, or an error that says how to start one.
 pub fn node_client(context: &Context) -> anyhow::Result<ApiClient> {
+    let info = running_node(context)?;
+    let key = id_cmd::read_api_key(&context.data_dir)?;
+    Ok(ApiClient::new(&format!("http://{}", info.api_addr), key))
+}
+
+/// What the running node of this data directory wrote to `node.json`.
+fn running_node(context: &Context) -> anyhow::Result<NodeFile> {
     let root = context.data_dir.root();
     let path = node_file_path(root);
     let no_node = || {
@@ -39,14 +47,12 @@ pub fn node_client(context: &Context) -> anyhow::Result<ApiClient> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_node()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let info: NodeFile = serde_json::from_slice(&text).with_context(|| {
+    serde_json::from_slice(&text).with_context(|| {
         format!(
             "{} is damaged; restart the node to rewrite it",
             path.display()
         )
-    })?;
-    let key = id_cmd::read_api_key(&context.data_dir)?;
-    Ok(ApiClient::new(&format!("http://{}", info.api_addr), key))
+    })
 }
 
 /// Whether a running node answers for this data directory.
@@ -528,9 +534,75 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `tally dashboard`: prints `http://API_ADDR/#key=KEY` and, with `--open`, opens it.
+pub fn dashboard(
+    args: &DashboardArgs,
+    context: &Context,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    let info = running_node(context)?;
+    let key = id_cmd::read_api_key(&context.data_dir)?;
+    let url = dashboard_url(info.api_addr, &key);
+    writeln!(out, "{url}")?;
+    if args.open {
+        out.flush()?;
+        if let Err(error) = open_in_browser(&url) {
+            writeln!(err, "cannot open a browser ({error}); open the URL above")?;
+        }
+    }
+    Ok(Status::Success)
+}
+
+/// The dashboard's URL with the key in the fragment. A node listening on every interface
+/// (`0.0.0.0`, `::`) is reached on loopback, a name its Host check accepts.
+pub fn dashboard_url(api_addr: std::net::SocketAddr, key: &str) -> String {
+    let mut addr = api_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/#key={key}")
+}
+
+/// Hands `url` to the desktop's opener without waiting for the browser.
+fn open_in_browser(url: &str) -> std::io::Result<()> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dashboard_url_keeps_the_key_in_the_fragment_and_names_loopback() {
+        let key = "ab".repeat(32);
+        assert_eq!(
+            dashboard_url("127.0.0.1:7421".parse().unwrap(), &key),
+            format!("http://127.0.0.1:7421/#key={key}")
+        );
+        assert_eq!(
+            dashboard_url("0.0.0.0:80".parse().unwrap(), "k"),
+            "http://127.0.0.1:80/#key=k"
+        );
+        assert_eq!(
+            dashboard_url("[::]:7421".parse().unwrap(), "k"),
+            "http://[::1]:7421/#key=k"
+        );
+    }
 
     #[test]
     fn sizes_and_lifetimes_parse_or_say_what_to_write() {

@@ -135,6 +135,7 @@ pub fn run(
         Command::Market(args) => client_cmd::market(args, context, out)?,
         Command::Cancel(args) => client_cmd::cancel(args, context, out)?,
         Command::Testnet(args) => testnet::command(args, out, err)?,
+        Command::Dashboard(args) => client_cmd::dashboard(args, context, out, err)?,
         Command::Ledger { command } => match command {
             LedgerCommand::Export { json } => ledger_cmd::export(context, *json, out)?,
             LedgerCommand::Import { file, json } => {

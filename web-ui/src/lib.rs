@@ -12,6 +12,8 @@
 //!   [`ApiJson`], the body extractor whose rejections are `ApiError`s.
 //! - [`server`]: [`router`] (routes, API-key auth, Host check against DNS rebinding, body
 //!   limit, a tracing span per request) and [`serve`] (connection cap, graceful shutdown).
+//! - [`session`]: the dashboard's login — session cookie and CSRF token in place of the key.
+//! - [`dashboard`]: the dashboard's static files (`web-ui/assets/`), compiled in, served at `/`.
 //!
 //! What it must not do: know anything of QUIC, the wire protocol, the receipt store or the
 //! ledger's types — `tally-node` implements [`NodeApi`] and maps its own types onto the
@@ -22,9 +24,11 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod model;
 pub mod server;
+pub mod session;
 
 pub use api::NodeApi;
 pub use error::{ApiError, ApiJson};

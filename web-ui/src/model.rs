@@ -639,6 +639,30 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Body of `POST /api/v1/session`: the dashboard's login. Its `Debug` output hides the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The node's API key (`tally api-key` prints it).
+    pub api_key: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What `POST /api/v1/session` and `GET /api/v1/session` answer: the session's CSRF token,
+/// which unsafe requests authenticated by the session cookie send as `X-CSRF-Token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// 64 lowercase hex characters.
+    pub csrf_token: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ use crate::model::{
     BidRequest, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, MarketInfo,
     OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
 };
+use crate::session::Sessions;
 
 /// Where the versioned API is mounted.
 pub const API_PREFIX: &str = "/api/v1";
@@ -57,6 +58,8 @@ pub const NDJSON: &str = "application/x-ndjson";
 pub struct ApiAuth {
     api_key: String,
     allowed_hosts: Vec<String>,
+    /// The dashboard's login sessions, shared by every clone.
+    sessions: Arc<Sessions>,
 }
 
 impl ApiAuth {
@@ -81,6 +84,7 @@ impl ApiAuth {
         let mut auth = Self {
             api_key: api_key.into(),
             allowed_hosts: Vec::new(),
+            sessions: Arc::new(Sessions::new(port)),
         };
         for host in hosts {
             auth = auth.allow_host(host);
@@ -123,11 +127,21 @@ impl ApiAuth {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or(Unauthorized::Malformed)?;
-        let matches: bool = token.as_bytes().ct_eq(self.api_key.as_bytes()).into();
-        if token.is_empty() || !matches {
+        if !self.key_matches(token) {
             return Err(Unauthorized::WrongKey);
         }
         Ok(())
+    }
+
+    /// Whether `key` is this node's API key, compared in constant time; an empty key never is.
+    pub fn key_matches(&self, key: &str) -> bool {
+        let matches: bool = key.as_bytes().ct_eq(self.api_key.as_bytes()).into();
+        !key.is_empty() && matches
+    }
+
+    /// The dashboard's login sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 }
 
@@ -200,9 +214,12 @@ pub fn router<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> Router {
             auth.clone(),
             require_api_key,
         ))
+        // After the key layer: login needs no key; the session routes check the cookie.
+        .merge(crate::session::routes(auth.clone()))
         .with_state(node);
     Router::new()
         .nest(API_PREFIX, api)
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth, check_host))
@@ -260,6 +277,14 @@ async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
+    // The dashboard's session cookie stands in for the key, unless a key is presented too.
+    let headers = request.headers();
+    if !headers.contains_key(header::AUTHORIZATION) && auth.sessions().has_cookie(headers) {
+        return match auth.sessions().authenticate(request.method(), headers) {
+            Ok(()) => next.run(request).await,
+            Err(refusal) => refusal.into_response(),
+        };
+    }
     match auth.check_key(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
@@ -270,7 +295,7 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route; docs/API.md lists the API's routes")
 }
 
-async fn method_not_allowed(method: Method) -> ApiError {
+pub(crate) async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::method_not_allowed(format!(
         "{method} is not allowed on this route; the Allow header lists the methods that are"
     ))

@@ -873,7 +873,9 @@ fn unknown_downloads_and_routes_are_404_json() {
     server.get("/api/v1/nope").error(404, "not_found");
     server.get("/api/v1").error(404, "not_found");
     server.get("/api/v2/status").error(404, "not_found");
-    server.get("/").error(404, "not_found");
+    // `/` is the dashboard (tests/session.rs); other paths outside the API are still 404 JSON.
+    server.get("/nope").error(404, "not_found");
+    server.get("/assets/nope.js").error(404, "not_found");
 }
 
 #[test]

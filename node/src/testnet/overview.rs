@@ -192,9 +192,18 @@ mod tests {
         let page = serve(overview, "demo").unwrap();
         let (status, body) = get(page.addr(), &page.addr().to_string());
         assert_eq!(status, 200);
-        assert!(body.contains("running: 12 of 60 s; 3 of 7 downloads done"), "{body}");
-        assert!(body.contains("href=\"http://127.0.0.1:9/#key=k\""), "{body}");
-        assert!(body.contains("&lt;late&gt;") && body.contains("not running"), "{body}");
+        assert!(
+            body.contains("running: 12 of 60 s; 3 of 7 downloads done"),
+            "{body}"
+        );
+        assert!(
+            body.contains("href=\"http://127.0.0.1:9/#key=k\""),
+            "{body}"
+        );
+        assert!(
+            body.contains("&lt;late&gt;") && body.contains("not running"),
+            "{body}"
+        );
         let (status, _) = get(page.addr(), "evil.example");
         assert_eq!(status, 403, "a rebound name is refused");
         page.stop();

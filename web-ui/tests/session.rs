@@ -1,0 +1,564 @@
+//! The dashboard's session login and CSRF protection, and the dashboard's static files, on a
+//! real socket (`127.0.0.1:0`) against a small in-memory node, driven with ureq. Every line the
+//! server logs in this test binary goes to one buffer, so a test can check the key is never in it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+use tally_web::model::{
+    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest, MarketInfo,
+    OfferRequest, OrderInfo, PeerInfo, RateLimits, SessionInfo, ShareRequest, StandingInfo, Status,
+    StoreStatus, TradeInfo, TransferTotals,
+};
+use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
+use tokio::sync::Notify;
+
+const KEY: &str = "7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d";
+const PEER: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+// ---- a node that answers just enough ----
+
+#[derive(Default)]
+struct Node {
+    limits: Mutex<RateLimits>,
+    stop: Notify,
+}
+
+fn unused<T>() -> Result<T, ApiError> {
+    Err(ApiError::unavailable("not in this test"))
+}
+
+impl NodeApi for Node {
+    async fn status(&self) -> Result<Status, ApiError> {
+        Ok(Status {
+            peer_id: PEER.parse().unwrap(),
+            network: "testnet".into(),
+            network_id: "ab".repeat(32),
+            version: "0.1.0".into(),
+            quic_addr: "127.0.0.1:7420".into(),
+            api_addr: "127.0.0.1:7421".into(),
+            uptime_s: 1,
+            peers_connected: 0,
+            store: StoreStatus {
+                receipts: 0,
+                pairs: 0,
+                conflicts: 0,
+                dishonest: 0,
+                third_party: 0,
+                tombstones: 0,
+            },
+            transfer: TransferTotals {
+                bytes_up: 0,
+                bytes_down: 0,
+            },
+            limits: *self.limits.lock().unwrap(),
+            dishonest_peers: Vec::new(),
+            gossip: Default::default(),
+            upload_budget: Default::default(),
+        })
+    }
+    async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn connect(&self, _: ConnectRequest) -> Result<PeerInfo, ApiError> {
+        unused()
+    }
+    async fn share(&self, _: ShareRequest) -> Result<ContentSummary, ApiError> {
+        unused()
+    }
+    async fn content(&self) -> Result<Vec<ContentSummary>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn get(&self, _: GetRequest) -> Result<DownloadInfo, ApiError> {
+        unused()
+    }
+    async fn downloads(&self) -> Result<Vec<DownloadInfo>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn download(&self, _: HexId) -> Result<DownloadInfo, ApiError> {
+        unused()
+    }
+    async fn standing(&self, _: HexId) -> Result<StandingInfo, ApiError> {
+        unused()
+    }
+    async fn ledger_export(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn limits(&self) -> Result<RateLimits, ApiError> {
+        Ok(*self.limits.lock().unwrap())
+    }
+    async fn set_limits(&self, limits: RateLimits) -> Result<RateLimits, ApiError> {
+        *self.limits.lock().unwrap() = limits;
+        Ok(limits)
+    }
+    async fn shutdown(&self) -> Result<(), ApiError> {
+        self.stop.notify_one();
+        Ok(())
+    }
+    async fn market(&self) -> Result<MarketInfo, ApiError> {
+        unused()
+    }
+    async fn post_offer(&self, _: OfferRequest) -> Result<OrderInfo, ApiError> {
+        unused()
+    }
+    async fn post_bid(&self, _: BidRequest) -> Result<OrderInfo, ApiError> {
+        unused()
+    }
+    async fn cancel_order(&self, _: HexId) -> Result<(), ApiError> {
+        unused()
+    }
+    async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
+        Ok(Vec::new())
+    }
+}
+
+// ---- every log line of this binary, in one buffer ----
+
+#[derive(Clone)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log() -> &'static Log {
+    static LOG: OnceLock<Log> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log(Arc::default());
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        log
+    })
+}
+
+// ---- a server on a real socket ----
+
+struct Server {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    node: Arc<Node>,
+    agent: ureq::Agent,
+    /// Every response's headers and body, to check the key is in none.
+    seen: Mutex<String>,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    fn error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        let body: ErrorBody = self.json();
+        assert_eq!((body.status, body.code.as_str()), (status, code));
+    }
+}
+
+fn start() -> Server {
+    log();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Arc::new(Node::default());
+    let app = router(node.clone(), ApiAuth::new(KEY, addr));
+    let stop = node.clone();
+    runtime.spawn(serve(
+        listener,
+        app,
+        async move { stop.stop.notified().await },
+    ));
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .build(),
+    );
+    Server {
+        runtime,
+        addr,
+        node,
+        agent,
+        seen: Mutex::default(),
+    }
+}
+
+impl Server {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let response = match body {
+            Some(body) => self.agent.run(request.body(body.to_owned()).unwrap()),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let mut response = response.unwrap();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        let reply = Reply {
+            status: response.status().as_u16(),
+            headers,
+            body: response.body_mut().read_to_string().unwrap(),
+        };
+        let mut seen = self.seen.lock().unwrap();
+        for (name, value) in &reply.headers {
+            seen.push_str(&format!("{name}: {value}\n"));
+        }
+        seen.push_str(&reply.body);
+        reply
+    }
+
+    /// Logs in and returns (the `Cookie` header value, the CSRF token).
+    fn login(&self) -> (String, String) {
+        let reply = self.send(
+            "POST",
+            "/api/v1/session",
+            &[],
+            Some(&json!({ "api_key": KEY }).to_string()),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let set_cookie = reply.header("set-cookie").unwrap().to_owned();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let session: SessionInfo = reply.json();
+        (cookie, session.csrf_token)
+    }
+
+    fn put_limits(&self, headers: &[(&str, &str)]) -> Reply {
+        self.send(
+            "PUT",
+            "/api/v1/limits",
+            headers,
+            Some(r#"{"upload_bytes_per_s": 1000}"#),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.node.stop.notify_one();
+        let _ = &self.runtime;
+    }
+}
+
+fn bearer() -> String {
+    format!("Bearer {KEY}")
+}
+
+// ---- tests ----
+
+#[test]
+fn login_with_a_wrong_key_is_401_and_sets_no_cookie() {
+    let server = start();
+    for body in [
+        json!({ "api_key": "00".repeat(32) }),
+        json!({ "api_key": "" }),
+        json!({ "api_key": KEY.to_uppercase() }),
+    ] {
+        let reply = server.send("POST", "/api/v1/session", &[], Some(&body.to_string()));
+        reply.error(401, "unauthorized");
+        assert!(reply.header("set-cookie").is_none());
+    }
+    server
+        .send("POST", "/api/v1/session", &[], Some(r#"{"key": "x"}"#))
+        .error(400, "bad_request");
+    server
+        .send("POST", "/api/v1/session", &[], None)
+        .error(415, "unsupported_media_type");
+    // Without a cookie there is no session to read.
+    server
+        .send("GET", "/api/v1/session", &[], None)
+        .error(401, "unauthorized");
+}
+
+#[test]
+fn the_session_cookie_is_http_only_strict_and_works_for_get() {
+    let server = start();
+    let reply = server.send(
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(&json!({ "api_key": KEY }).to_string()),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let set_cookie = reply.header("set-cookie").unwrap();
+    let name = format!("tally_session_{}=", server.addr.port());
+    assert!(set_cookie.starts_with(&name), "{set_cookie}");
+    for attribute in ["Path=/", "HttpOnly", "SameSite=Strict", "Max-Age="] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let session: SessionInfo = reply.json();
+    assert_eq!(session.csrf_token.len(), 64);
+    let cookie = set_cookie.split(';').next().unwrap();
+    // Tokens are random: the cookie's token is not the CSRF token.
+    assert!(!cookie.contains(&session.csrf_token));
+
+    let status = server.send("GET", "/api/v1/status", &[("Cookie", cookie)], None);
+    assert_eq!(status.status, 200, "{}", status.body);
+    // A reloaded page gets its CSRF token back from the cookie alone.
+    let again: SessionInfo = server
+        .send("GET", "/api/v1/session", &[("Cookie", cookie)], None)
+        .json();
+    assert_eq!(again, session);
+    // A cookie the server never issued is refused.
+    let forged = format!("{name}{}", "ab".repeat(32));
+    server
+        .send("GET", "/api/v1/status", &[("Cookie", &forged)], None)
+        .error(401, "unauthorized");
+    // Each login is its own session.
+    let (other, other_csrf) = server.login();
+    assert_ne!(other, cookie);
+    assert_ne!(other_csrf, session.csrf_token);
+}
+
+#[test]
+fn unsafe_requests_by_cookie_need_the_csrf_token_and_our_origin() {
+    let server = start();
+    let (cookie, csrf) = server.login();
+    let (_, other_csrf) = server.login();
+    server.put_limits(&[("Cookie", &cookie)]).error(403, "csrf");
+    server
+        .put_limits(&[("Cookie", &cookie), ("X-CSRF-Token", &other_csrf)])
+        .error(403, "csrf");
+    server
+        .put_limits(&[("Cookie", &cookie), ("X-CSRF-Token", "not-hex")])
+        .error(403, "csrf");
+    assert_eq!(server.node.limits.lock().unwrap().upload_bytes_per_s, None);
+    // Another local service's page (same site, other port) is another origin.
+    server
+        .put_limits(&[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", "http://127.0.0.1:1"),
+        ])
+        .error(403, "csrf");
+    server
+        .put_limits(&[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", "null"),
+        ])
+        .error(403, "csrf");
+    let own = format!("http://{}", server.addr);
+    let reply = server.put_limits(&[
+        ("Cookie", &cookie),
+        ("X-CSRF-Token", &csrf),
+        ("Origin", &own),
+    ]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = server.put_limits(&[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        server.node.limits.lock().unwrap().upload_bytes_per_s,
+        Some(1000)
+    );
+    // A login from a foreign origin is refused too.
+    server
+        .send(
+            "POST",
+            "/api/v1/session",
+            &[("Origin", "http://evil.example")],
+            Some(&json!({ "api_key": KEY }).to_string()),
+        )
+        .error(403, "csrf");
+}
+
+#[test]
+fn bearer_requests_are_unaffected_by_sessions() {
+    let server = start();
+    let bearer = bearer();
+    // No cookie, no CSRF token: the key is enough, as before.
+    let reply = server.put_limits(&[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (cookie, _) = server.login();
+    let reply = server.put_limits(&[("Authorization", &bearer), ("Cookie", &cookie)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // A wrong key is not rescued by a valid cookie.
+    server
+        .send(
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", "Bearer nope"), ("Cookie", &cookie)],
+            None,
+        )
+        .error(401, "unauthorized");
+    // Neither key nor cookie.
+    server
+        .send("GET", "/api/v1/status", &[], None)
+        .error(401, "unauthorized");
+}
+
+#[test]
+fn logout_ends_the_session() {
+    let server = start();
+    let (cookie, csrf) = server.login();
+    let (kept, _) = server.login();
+    server
+        .send("DELETE", "/api/v1/session", &[("Cookie", &cookie)], None)
+        .error(403, "csrf");
+    let reply = server.send(
+        "DELETE",
+        "/api/v1/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let cleared = reply.header("set-cookie").unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    server
+        .send("GET", "/api/v1/status", &[("Cookie", &cookie)], None)
+        .error(401, "unauthorized");
+    server
+        .send("GET", "/api/v1/session", &[("Cookie", &cookie)], None)
+        .error(401, "unauthorized");
+    server
+        .send(
+            "DELETE",
+            "/api/v1/session",
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            None,
+        )
+        .error(401, "unauthorized");
+    // Other sessions live on.
+    assert_eq!(
+        server
+            .send("GET", "/api/v1/status", &[("Cookie", &kept)], None)
+            .status,
+        200
+    );
+    server
+        .send("PUT", "/api/v1/session", &[("Cookie", &kept)], None)
+        .error(405, "method_not_allowed");
+}
+
+#[test]
+fn the_key_is_never_in_a_response_or_in_the_log() {
+    let server = start();
+    let (cookie, csrf) = server.login();
+    server.send(
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(&json!({ "api_key": format!("{KEY}0") }).to_string()),
+    );
+    server.send(
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(&json!({ "api_key": KEY, "extra": KEY }).to_string()),
+    );
+    server.send(
+        "POST",
+        "/api/v1/session",
+        &[],
+        Some(&format!(r#"{{"api_key": {KEY}}}"#)),
+    );
+    server.send("GET", "/api/v1/status", &[("Cookie", &cookie)], None);
+    server.send("GET", "/api/v1/session", &[("Cookie", &cookie)], None);
+    server.put_limits(&[("Cookie", &cookie)]);
+    server.send(
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &bearer())],
+        None,
+    );
+    server.send(
+        "DELETE",
+        "/api/v1/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    server.send("GET", "/", &[], None);
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(!seen.contains(KEY), "the key is in a response: {seen}");
+    // The server did log these requests, and not the key.
+    let logged = String::from_utf8(log().0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("/api/v1/session"), "{logged}");
+    assert!(!logged.contains(KEY), "the key is in the log: {logged}");
+    assert!(!logged.contains(&csrf), "a CSRF token is in the log");
+}
+
+#[test]
+fn the_dashboard_is_served_without_auth_under_a_strict_policy() {
+    let server = start();
+    for (path, media_type, needle) in [
+        ("/", "text/html; charset=utf-8", "/assets/app.js"),
+        (
+            "/assets/app.js",
+            "text/javascript; charset=utf-8",
+            "EventSource",
+        ),
+        (
+            "/assets/style.css",
+            "text/css; charset=utf-8",
+            "focus-visible",
+        ),
+        ("/assets/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let reply = server.send("GET", path, &[], None);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-type"), Some(media_type), "{path}");
+        let csp = reply.header("content-security-policy").unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert!(reply.body.contains(needle), "{path}");
+    }
+    server
+        .send("GET", "/assets/secret.txt", &[], None)
+        .error(404, "not_found");
+    server
+        .send("GET", "/assets/..%2Fsrc%2Flib.rs", &[], None)
+        .error(404, "not_found");
+    // The Host check still applies.
+    server
+        .send("GET", "/", &[("Host", "evil.example")], None)
+        .error(403, "host_not_allowed");
+}
