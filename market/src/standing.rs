@@ -38,6 +38,7 @@
 
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 
 use tally_ledger::PeerId;
 
@@ -140,6 +141,12 @@ pub const MAX_PATHS_EXAMINED: usize = 100_000;
 /// A peer's index in the graph.
 type Node = u32;
 
+/// A map keyed by graph index with a fixed hasher: the walk sums floating-point mass in the
+/// maps' iteration order, so the same receipts in the same order must iterate alike in every
+/// process for the standing to come out bit-identical (the testnet simulator's reports are
+/// reproducible from their seed). Indexes are assigned in arrival order, not chosen by peers.
+type NodeMap<V> = HashMap<Node, V, BuildHasherDefault<DefaultHasher>>;
+
 /// Standing of every peer, kept up to date receipt by receipt.
 #[derive(Clone, Debug)]
 pub struct Standing {
@@ -148,7 +155,7 @@ pub struct Standing {
     ids: Vec<PeerId>,
     index: HashMap<PeerId, Node>,
     /// For each node, the credits each contributor gave it (the uploader's latest receipt).
-    contributors: Vec<HashMap<Node, u64>>,
+    contributors: Vec<NodeMap<u64>>,
     /// For each node, whom it gave to (for explanations).
     gave_to: Vec<Vec<Node>>,
     /// For each node, the sum of its eligible contributors' credits (neither this node nor
@@ -210,7 +217,7 @@ impl Standing {
         let node = self.ids.len() as Node;
         self.ids.push(peer);
         self.index.insert(peer, node);
-        self.contributors.push(HashMap::new());
+        self.contributors.push(NodeMap::default());
         self.gave_to.push(Vec::new());
         self.eligible_total.push(0);
         for stage in &mut self.arrived {
@@ -250,7 +257,7 @@ impl Standing {
         if d == self.me {
             if self.eligible(u) {
                 // Stage 1: the direct contributor's mass grows by what it gave more.
-                let mut delta = vec![HashMap::new(); usize::from(self.params.hops)];
+                let mut delta = vec![NodeMap::default(); usize::from(self.params.hops)];
                 delta[0].insert(u, (credits - old) as f64);
                 self.propagate(delta, 0);
             }
@@ -281,10 +288,10 @@ impl Standing {
     fn reshare(&mut self, v: Node, before: &[(Node, f64)]) {
         let hops = usize::from(self.params.hops);
         let after = self.outflow_shares(v);
-        let old: HashMap<Node, f64> = before.iter().copied().collect();
-        let new: HashMap<Node, f64> = after.iter().copied().collect();
+        let old: NodeMap<f64> = before.iter().copied().collect();
+        let new: NodeMap<f64> = after.iter().copied().collect();
         let endorse = self.params.endorse;
-        let mut delta: Vec<HashMap<Node, f64>> = vec![HashMap::new(); hops];
+        let mut delta: Vec<NodeMap<f64>> = vec![NodeMap::default(); hops];
         let mut any = false;
         for stage in 0..hops {
             let mass = self.arrived[stage][v as usize];
@@ -325,7 +332,7 @@ impl Standing {
 
     /// Applies mass changes `delta[k]` (stage `k + 1`) from stage index `from` on: each changes
     /// what its node keeps and, before the last stage, what it passes on.
-    fn propagate(&mut self, mut delta: Vec<HashMap<Node, f64>>, from: usize) {
+    fn propagate(&mut self, mut delta: Vec<NodeMap<f64>>, from: usize) {
         let hops = usize::from(self.params.hops);
         let endorse = self.params.endorse;
         for stage in from..hops {
@@ -383,7 +390,7 @@ impl Standing {
         }
         self.kept.clear();
         self.kept.resize(n, 0.0);
-        let mut start: Vec<HashMap<Node, f64>> = vec![HashMap::new(); hops];
+        let mut start: Vec<NodeMap<f64>> = vec![NodeMap::default(); hops];
         for (u, c) in &self.contributors[self.me as usize] {
             if *c > 0 && self.eligible(*u) {
                 start[0].insert(*u, *c as f64);

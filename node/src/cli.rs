@@ -124,6 +124,7 @@ pub enum Command {
     ///   tally testnet scenarios/freeriders.toml
     ///   tally testnet scenarios/sybil.toml --out /tmp/sybil --json
     ///   tally testnet scenarios/baseline.toml --processes
+    ///   tally testnet scenarios/freeriders.toml --simulate
     ///   tally testnet scenarios/churn.toml --emit-configs /tmp/churn-nodes
     #[command(verbatim_doc_comment)]
     Testnet(TestnetArgs),
@@ -403,6 +404,12 @@ pub struct TestnetArgs {
     /// Run each node as a separate `tally` process instead of all in this one.
     #[arg(long, conflicts_with = "emit_configs")]
     pub processes: bool,
+
+    /// Run on simulated time and simulated links instead of real nodes: the same ledger and
+    /// market code, deterministic for a seed, and fast enough for 10,000 peers
+    /// (docs/SIMULATION.md).
+    #[arg(long, conflicts_with_all = ["processes", "emit_configs"])]
+    pub simulate: bool,
 
     /// Write each node's data directory and a script that starts it, to run the testnet on
     /// several machines, and start nothing.

@@ -7,6 +7,8 @@
 //!   through their HTTP APIs.
 //! - [`emit`]: each node's data directory and start script, for a testnet across machines.
 //! - [`overview`]: the page that links every node's dashboard while a run goes.
+//! - [`sim`]: `--simulate`: the scenario on simulated time and links, over the market's and the
+//!   ledger's pure code.
 //!
 //! It must not reach into the daemon's internals beyond what a node's owner could see: the
 //! real runner drives nodes through their APIs, the simulator drives the pure ledger and market
@@ -17,6 +19,7 @@ pub mod overview;
 pub mod real;
 pub mod report;
 pub mod scenario;
+pub mod sim;
 
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
@@ -52,6 +55,19 @@ pub fn command(
     if out_dir.join("nodes").exists() {
         std::fs::remove_dir_all(out_dir.join("nodes"))
             .with_context(|| format!("cannot clear the earlier run in {}", out_dir.display()))?;
+    }
+    if args.simulate {
+        let mut shown = 0.0f64;
+        let report = sim::simulate(&scenario, &mut |p: sim::SimProgress| {
+            if p.simulated_s - shown >= p.total_s / 10.0 || p.simulated_s >= p.total_s {
+                let _ = writeln!(err, "[simulating] {:.0}/{:.0} s", p.simulated_s, p.total_s);
+                shown = p.simulated_s;
+            }
+        });
+        report
+            .write(&out_dir)
+            .with_context(|| format!("cannot write the report into {}", out_dir.display()))?;
+        return print_report(&report, &out_dir, args.json, out);
     }
     let processes = if args.processes {
         Some(std::env::current_exe().context("cannot find the tally binary to start nodes")?)
@@ -94,9 +110,17 @@ pub fn command(
         writeln!(err)?;
     }
     page.stop();
-    let report = report?;
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
+    print_report(&report?, &out_dir, args.json, out)
+}
+
+fn print_report(
+    report: &report::Report,
+    out_dir: &std::path::Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
         writeln!(out)?;
     } else {
         write!(out, "{}", report.summary())?;
