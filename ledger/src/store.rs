@@ -686,6 +686,30 @@ impl Store {
         })
     }
 
+    /// Up to `limit` latest receipts in (uploader, downloader) order, starting after `after`
+    /// (exclusive) or at the first: one page of [`Store::iter`] without walking what comes
+    /// before it.
+    pub fn receipts_after(
+        &self,
+        after: Option<&Pair>,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let range = match after {
+            Some(pair) => self.receipts.range((
+                std::ops::Bound::Excluded(pair_key(pair).to_vec()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.receipts.range::<Vec<u8>, _>(..),
+        };
+        range
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(self.backend())?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
     /// Every latest receipt `peer` is part of, as uploader or downloader.
     pub fn receipts_of(&self, peer: &PeerId) -> Result<Vec<Receipt>, StoreError> {
         let mut out = Vec::new();

@@ -396,6 +396,12 @@ mod tests {
             bytes_sent: 2,
             bytes_received: 3,
             receipts: PeerReceipts::default(),
+            standing: 0.0,
+            credits_sent: 0,
+            credits_received: 0,
+            up_bps: 0,
+            down_bps: 0,
+            state: tally_web::model::PeerState::Connected,
         }
     }
 
@@ -525,6 +531,48 @@ mod tests {
         }
         async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
             Ok(Vec::new())
+        }
+        async fn identity(&self) -> Result<tally_web::model::Identity, ApiError> {
+            Err(ApiError::not_found("no identity here"))
+        }
+        async fn receipts(
+            &self,
+            _filter: tally_web::model::ReceiptFilter,
+        ) -> Result<tally_web::model::ReceiptPage, ApiError> {
+            Ok(tally_web::model::ReceiptPage {
+                receipts: Vec::new(),
+                next_cursor: None,
+            })
+        }
+        async fn conflicts(&self) -> Result<Vec<tally_web::model::ConflictInfo>, ApiError> {
+            Ok(Vec::new())
+        }
+        async fn cancel_download(&self, content_id: HexId) -> Result<DownloadInfo, ApiError> {
+            self.download(content_id).await
+        }
+        async fn settings(&self) -> Result<tally_web::model::Settings, ApiError> {
+            Ok(tally_web::model::Settings::default())
+        }
+        async fn set_settings(
+            &self,
+            settings: tally_web::model::Settings,
+        ) -> Result<tally_web::model::Settings, ApiError> {
+            Ok(settings)
+        }
+        async fn offers(&self) -> Result<Vec<OrderInfo>, ApiError> {
+            Ok(Vec::new())
+        }
+        async fn bids(&self) -> Result<Vec<OrderInfo>, ApiError> {
+            Ok(Vec::new())
+        }
+        async fn events(
+            &self,
+            _after: Option<u64>,
+        ) -> Result<tally_web::events::EventStream, ApiError> {
+            Ok(Box::pin(futures_util::stream::empty()))
+        }
+        async fn metrics(&self) -> Result<tally_web::metrics::MetricsSnapshot, ApiError> {
+            Ok(tally_web::metrics::MetricsSnapshot::default())
         }
     }
 

@@ -342,6 +342,10 @@ fn report_download(info: &DownloadInfo, json: bool, out: &mut dyn Write) -> anyh
             }
             Ok(Status::Success)
         }
+        DownloadState::Cancelled => anyhow::bail!(
+            "the download of {} was cancelled (through the API); `tally get` again resumes it",
+            info.content_id
+        ),
         _ => anyhow::bail!(
             "the download of {} failed: {}",
             info.content_id,

@@ -96,6 +96,9 @@ pub struct Learned {
     pub new: bool,
     /// Trades this node proposes, as the buyer, because of it: `(trade id, proposal)`.
     pub proposals: Vec<([u8; 32], TradeProposal)>,
+    /// The orders it changed, as they stand after it (for the event stream): the new order
+    /// and those its fills touched, or the order a cancellation withdrew.
+    pub orders: Vec<OrderView>,
 }
 
 /// Why this node cannot cancel an order.
@@ -327,7 +330,16 @@ impl Market {
             OrderMessage::Cancel(cancel) => {
                 let verified = cancel.verify(network, now_ms)?;
                 let mut inner = self.inner(now_ms);
-                return inner.cancel(&verified);
+                let withdrawn = inner.signed.get(&cancel.order_id).copied();
+                let mut learned = inner.cancel(&verified)?;
+                if let Some(order) = withdrawn.filter(|_| learned.new) {
+                    let view = inner.touched_view(cancel.order_id, order, self.me);
+                    learned.orders.push(OrderView {
+                        cancelled: true,
+                        ..view
+                    });
+                }
+                return Ok(learned);
             }
         };
         let (id, owner) = match message {
@@ -349,8 +361,12 @@ impl Market {
             inner.signed.insert(id, message);
         }
         let mut proposals = Vec::new();
+        let mut orders = vec![inner.touched_view(id, message, self.me)];
         for fill in &placed.fills {
             for filled in [fill.offer_id, fill.bid_id] {
+                if let Some(other) = inner.signed.get(&filled).copied().filter(|_| filled != id) {
+                    orders.push(inner.touched_view(filled, other, self.me));
+                }
                 if inner.book.get(&filled).is_none() {
                     inner.signed.remove(&filled);
                 }
@@ -362,6 +378,7 @@ impl Market {
         Ok(Learned {
             new: true,
             proposals,
+            orders,
         })
     }
 
@@ -858,6 +875,42 @@ impl Market {
             .collect()
     }
 
+    /// Every live resting order of `side`, best first (offers cheapest, bids highest, then
+    /// earliest).
+    pub fn orders(&self, side: Side, now_ms: u64) -> Vec<OrderView> {
+        let inner = self.inner(now_ms);
+        let view = |order: &RestingOrder| OrderView {
+            id: order.id,
+            side: order.side,
+            owner: order.owner,
+            bytes: order.bytes,
+            remaining: order.remaining,
+            price_per_gib: order.price_per_gib,
+            max_rate: match inner.signed.get(&order.id) {
+                Some(OrderMessage::Offer(offer)) => Some(offer.terms.max_rate),
+                _ => None,
+            },
+            content: order.content,
+            expires_ms: order.expires_ms,
+            mine: order.owner == self.me,
+            cancelled: false,
+        };
+        match side {
+            Side::Offer => inner
+                .book
+                .offers()
+                .filter(|o| o.is_live(now_ms))
+                .map(view)
+                .collect(),
+            Side::Bid => inner
+                .book
+                .bids()
+                .filter(|o| o.is_live(now_ms))
+                .map(view)
+                .collect(),
+        }
+    }
+
     /// The book's best orders, this node's orders and its trades.
     pub fn view(&self, now_ms: u64) -> MarketView {
         let trades = self.trades(now_ms);
@@ -946,6 +999,27 @@ fn own_view(id: OrderId, own: &OwnOrder, me: PeerId) -> OrderView {
 }
 
 impl Inner {
+    /// `message` (order `id`) as this book has it now: its bytes left resting, 0 if filled
+    /// or withdrawn.
+    fn touched_view(&self, id: OrderId, message: OrderMessage, me: PeerId) -> OrderView {
+        let owner = match message {
+            OrderMessage::Offer(offer) => offer.seller,
+            OrderMessage::Bid(bid) => bid.buyer,
+            OrderMessage::Cancel(cancel) => cancel.owner,
+        };
+        let own = OwnOrder {
+            message,
+            committed: 0,
+            cancelled: false,
+        };
+        OrderView {
+            owner,
+            remaining: self.book.get(&id).map_or(0, |order| order.remaining),
+            mine: owner == me,
+            ..own_view(id, &own, me)
+        }
+    }
+
     /// Drops expired orders from the book, the signed forms, own orders and cancellations.
     fn expire(&mut self, now_ms: u64) {
         for dropped in self.book.expire(now_ms) {
@@ -971,6 +1045,7 @@ impl Inner {
         Ok(Learned {
             new: true,
             proposals: Vec::new(),
+            orders: Vec::new(),
         })
     }
 
@@ -1034,6 +1109,7 @@ pub fn answer_orders(
                 if learned.new {
                     relay.push(message);
                 }
+                crate::daemon::events::market_changed(shared, &learned);
                 start_proposals(shared, learned.proposals);
             }
             Err(LearnError::Invalid(error)) => {
@@ -1070,6 +1146,7 @@ pub fn answer_trade(
 ) -> Response {
     match shared.market.answer_proposal(proposal, from, now_ms()) {
         Ok(agreement) => {
+            crate::daemon::events::trades_changed(shared);
             tracing::info!(
                 buyer = %from.fmt_short(),
                 bytes = agreement.terms.bytes,
@@ -1176,6 +1253,7 @@ pub fn start_proposals(shared: &Arc<Shared>, proposals: Vec<([u8; 32], TradeProp
             tracing::info!(seller = %seller.fmt_short(), "no trade: {why}; matching the bid again");
             let again = shared.market.failed(id, why, now_ms());
             start_proposals(&shared, again);
+            crate::daemon::events::trades_changed(&shared);
         };
         shared.tasks.spawn(task);
     }
@@ -1278,6 +1356,7 @@ async fn connection_to(shared: &Arc<Shared>, peer: PeerId) -> anyhow::Result<Con
 /// Signs, learns and floods this node's order; proposes the trades it makes.
 pub fn post(shared: &Arc<Shared>, message: OrderMessage) -> Result<OrderId, LearnError> {
     let (id, learned) = shared.market.post(message, now_ms())?;
+    crate::daemon::events::market_changed(shared, &learned);
     spread(shared, vec![message], None);
     start_proposals(shared, learned.proposals);
     Ok(id)
@@ -1286,6 +1365,7 @@ pub fn post(shared: &Arc<Shared>, message: OrderMessage) -> Result<OrderId, Lear
 /// Cancels this node's order `id` and floods the cancellation.
 pub fn cancel(shared: &Arc<Shared>, id: OrderId) -> Result<Cancel, CancelError> {
     let cancel = shared.market.cancel_mine(id, now_ms())?;
+    crate::daemon::events::order_cancelled(shared, id);
     spread(shared, vec![OrderMessage::Cancel(cancel)], None);
     Ok(cancel)
 }

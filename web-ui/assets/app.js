@@ -116,7 +116,16 @@ document.addEventListener('securitypolicyviolation', (e) =>
 
   function fill(tableId, emptyId, rows, emptyText) {
     const tbody = $(tableId).tBodies[0];
+    // Live updates re-render rows: keep the keyboard focus on the same row's button.
+    const focused = tbody.contains(document.activeElement) ? document.activeElement : null;
+    const focusKey = focused ? Object.entries(focused.dataset)[0] : null;
     tbody.replaceChildren(...rows);
+    if (focusKey) {
+      const attr = 'data-' + focusKey[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+      const again = Array.from(tbody.querySelectorAll('[' + attr + ']'))
+        .find((el) => el.getAttribute(attr) === focusKey[1]);
+      if (again) again.focus();
+    }
     $(tableId).hidden = rows.length === 0;
     const empty = $(emptyId);
     empty.hidden = rows.length !== 0;

@@ -3,9 +3,12 @@
 use std::future::Future;
 
 use crate::error::ApiError;
+use crate::events::EventStream;
+use crate::metrics::MetricsSnapshot;
 use crate::model::{
-    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, MarketInfo,
-    OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
+    BidRequest, ConflictInfo, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId,
+    Identity, MarketInfo, OfferRequest, OrderInfo, PeerInfo, RateLimits, ReceiptFilter,
+    ReceiptPage, Settings, ShareRequest, StandingInfo, Status, TradeInfo,
 };
 
 /// The node as the HTTP API sees it. One method per endpoint; the server checks auth and the
@@ -94,4 +97,55 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// This node's trades, oldest first.
     fn trades(&self) -> impl Future<Output = Result<Vec<TradeInfo>, ApiError>> + Send;
+
+    /// Who and where this node is.
+    fn identity(&self) -> impl Future<Output = Result<Identity, ApiError>> + Send;
+
+    /// One page of the latest receipt of each pair, in (uploader, downloader) order, after
+    /// `filter.after`, at most `filter.limit`, only those `filter.peer` is part of if given
+    /// (the server has checked the query's shape).
+    fn receipts(
+        &self,
+        filter: ReceiptFilter,
+    ) -> impl Future<Output = Result<ReceiptPage, ApiError>> + Send;
+
+    /// The stored conflict proofs, one entry per key each marks dishonest.
+    fn conflicts(&self) -> impl Future<Output = Result<Vec<ConflictInfo>, ApiError>> + Send;
+
+    /// Stops a running download and answers it in state `cancelled` once its tasks have
+    /// stopped: [`ApiError::not_found`] if the node has none for `content_id`,
+    /// [`ApiError::conflict`] if it is complete or failed already. Cancelling a cancelled
+    /// download answers it again.
+    fn cancel_download(
+        &self,
+        content_id: HexId,
+    ) -> impl Future<Output = Result<DownloadInfo, ApiError>> + Send;
+
+    /// The runtime settings in force: rate limits and upload budgets.
+    fn settings(&self) -> impl Future<Output = Result<Settings, ApiError>> + Send;
+
+    /// Replaces the runtime settings (the server has run [`Settings::check`]) and answers the
+    /// ones now in force. What was uploaded in the current day and month still counts against
+    /// new budgets.
+    fn set_settings(
+        &self,
+        settings: Settings,
+    ) -> impl Future<Output = Result<Settings, ApiError>> + Send;
+
+    /// Every live offer in the book, cheapest (then earliest) first.
+    fn offers(&self) -> impl Future<Output = Result<Vec<OrderInfo>, ApiError>> + Send;
+
+    /// Every live bid in the book, highest (then earliest) first.
+    fn bids(&self) -> impl Future<Output = Result<Vec<OrderInfo>, ApiError>> + Send;
+
+    /// The live event stream. With `after` (the id of the last event the client saw), first
+    /// the events after it if the node still holds them all, else a `reset`; then every new
+    /// event, until the node stops. Without `after`, only new events.
+    fn events(
+        &self,
+        after: Option<u64>,
+    ) -> impl Future<Output = Result<EventStream, ApiError>> + Send;
+
+    /// The figures `GET /metrics` renders. Must not touch the disk.
+    fn metrics(&self) -> impl Future<Output = Result<MetricsSnapshot, ApiError>> + Send;
 }

@@ -1,8 +1,8 @@
 //! # tally-web
 //!
-//! Owns the node's local HTTP surface. Today that is the versioned REST API under `/api/v1`
-//! and its protection; later also the live event stream, `/metrics`, the OpenAPI document and
-//! the dashboard whose static files are compiled into the binary.
+//! Owns the node's local HTTP surface: the versioned REST API under `/api/v1` and its
+//! protection, the live event stream, `/metrics`, the OpenAPI document, and the dashboard whose
+//! static files are compiled into the binary.
 //!
 //! Layout:
 //! - [`model`]: the JSON types, shared by the server and by clients (the CLI's client in
@@ -10,8 +10,15 @@
 //! - [`api`]: [`NodeApi`], the trait the server serves — what a node answers.
 //! - [`error`]: [`ApiError`], rendered as `{"status", "code", "message"}` JSON, and
 //!   [`ApiJson`], the body extractor whose rejections are `ApiError`s.
+//! - [`events`]: the live event stream's types and its server-sent-events handler.
+//! - [`metrics`]: `GET /metrics`, the node's figures in the Prometheus text format.
 //! - [`server`]: [`router`] (routes, API-key auth, Host check against DNS rebinding, body
-//!   limit, a tracing span per request) and [`serve`] (connection cap, graceful shutdown).
+//!   limit, a tracing span per request) and [`serve`] (connection cap, graceful shutdown); also
+//!   the handlers' OpenAPI annotations and [`server::openapi`], the document they make.
+//! - [`routes`]: [`routes::RouteTable`], which builds the router and records its routes, so
+//!   a test can check that the OpenAPI document describes every one.
+//! - [`openapi`]: the document's common error responses and security scheme, and
+//!   [`openapi::undocumented`], the router-versus-document check.
 //! - [`session`]: the dashboard's login — session cookie and CSRF token in place of the key.
 //! - [`dashboard`]: the dashboard's static files (`web-ui/assets/`), compiled in, served at `/`.
 //!
@@ -26,7 +33,11 @@
 pub mod api;
 pub mod dashboard;
 pub mod error;
+pub mod events;
+pub mod metrics;
 pub mod model;
+pub mod openapi;
+pub mod routes;
 pub mod server;
 pub mod session;
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
 
 /// Length of an id in bytes: peer ids (ed25519 public keys) and content ids (BLAKE3 hashes).
 pub const ID_BYTES: usize = 32;
@@ -83,10 +84,16 @@ impl FromStr for HexId {
 
 impl fmt::Display for HexId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        // One write of 64 characters: every JSON id goes through here, and 32 formatted
+        // writes of two digits cost more than the rest of a small response's encoding.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 2 * ID_BYTES];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
         }
-        Ok(())
+        // Only ASCII digits were written.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -112,7 +119,7 @@ impl<'de> Deserialize<'de> for HexId {
 }
 
 /// What `GET /api/v1/status` answers: the node at a glance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     /// This node's peer id.
     pub peer_id: HexId,
@@ -147,7 +154,7 @@ pub struct Status {
 }
 
 /// Upload used in the current UTC day and month, and the budgets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UploadBudgetStatus {
     /// The current UTC day.
     pub day: BudgetPeriod,
@@ -156,7 +163,7 @@ pub struct UploadBudgetStatus {
 }
 
 /// One period of an upload budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetPeriod {
     /// Bytes uploaded in it so far (counted with or without a budget).
     pub used: u64,
@@ -172,7 +179,7 @@ pub struct BudgetPeriod {
 pub const MAX_DISHONEST_LISTED: usize = 100;
 
 /// Gossip's counters since the node started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GossipStatus {
     /// Sessions completed, started by this node or by peers.
     pub sessions: u64,
@@ -197,7 +204,7 @@ pub struct GossipStatus {
 }
 
 /// The receipt store's counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StoreStatus {
     /// Receipts held (one latest receipt per pair).
     pub receipts: u64,
@@ -214,7 +221,7 @@ pub struct StoreStatus {
 }
 
 /// Payload bytes moved since the node started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransferTotals {
     /// Bytes this node uploaded to peers.
     pub bytes_up: u64,
@@ -224,7 +231,7 @@ pub struct TransferTotals {
 
 /// Upload and download rate limits. `null` means unlimited. `PUT /api/v1/limits` replaces both:
 /// an absent field is `null`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
     /// Upload cap in bytes per second, or `null` for unlimited.
@@ -236,7 +243,7 @@ pub struct RateLimits {
 }
 
 /// Who opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The peer dialled this node: `"in"`.
@@ -247,7 +254,7 @@ pub enum Direction {
 
 /// Why a peer has its standing at this node, as `GET /api/v1/standing/{peer_id}` and
 /// `tally standing PEER` give it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StandingInfo {
     /// The peer.
     pub peer_id: HexId,
@@ -278,7 +285,7 @@ pub struct StandingInfo {
 }
 
 /// A peer's place in this node's upload queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UploadQueueInfo {
     /// `"standing"` or `"floor"`: floor peers share a slice of the upload round-robin.
     pub class: String,
@@ -293,7 +300,7 @@ pub struct UploadQueueInfo {
 }
 
 /// A chain of contributions that carries transitive standing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StandingPath {
     /// From this node's direct contributor to the peer: each gave to the one before it.
     pub via: Vec<HexId>,
@@ -302,7 +309,7 @@ pub struct StandingPath {
 }
 
 /// One peer this node knows, as `GET /api/v1/peers` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PeerInfo {
     /// The peer's id.
     pub peer_id: HexId,
@@ -320,11 +327,25 @@ pub struct PeerInfo {
     pub bytes_received: u64,
     /// The latest receipt sequence numbers between this node and the peer.
     pub receipts: PeerReceipts,
+    /// Its standing at this node in [0, 1), as of the last refresh (`GET
+    /// /api/v1/standing/{peer_id}` explains it).
+    pub standing: f64,
+    /// Credits this node earned by uploading to the peer: the latest receipt of the `up` chain.
+    pub credits_sent: u64,
+    /// Credits this node owes the peer for what it downloaded: the latest receipt of the `down`
+    /// chain.
+    pub credits_received: u64,
+    /// Payload bytes per second this node sends the peer, over the last few seconds.
+    pub up_bps: u64,
+    /// Payload bytes per second this node receives from the peer, over the last few seconds.
+    pub down_bps: u64,
+    /// `"connected"`, `"disconnected"` (known: dialled or seen before) or `"banned"`.
+    pub state: PeerState,
 }
 
 /// The latest receipt sequence number in each direction between this node and one peer;
 /// `null` when that chain has no receipt yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PeerReceipts {
     /// Chain in which this node is the uploader (the peer signed for bytes it received).
     pub up: Option<u64>,
@@ -333,7 +354,7 @@ pub struct PeerReceipts {
 }
 
 /// Body of `POST /api/v1/peers`: dial a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
     /// `PEERID@HOST:PORT`: the peer's id (64 lowercase hex) and its QUIC address. IPv6 hosts go
@@ -407,7 +428,7 @@ impl ConnectRequest {
 }
 
 /// Body of `POST /api/v1/content`: share a file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     /// Path of the file to share, as the node (not the client) sees it; relative paths are
@@ -416,7 +437,7 @@ pub struct ShareRequest {
 }
 
 /// One piece of content this node shares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ContentSummary {
     /// The content id: BLAKE3 of the manifest.
     pub content_id: HexId,
@@ -429,7 +450,7 @@ pub struct ContentSummary {
 }
 
 /// Body of `POST /api/v1/downloads`: start downloading content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetRequest {
     /// The content to fetch.
@@ -439,7 +460,7 @@ pub struct GetRequest {
 }
 
 /// Where a download stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DownloadState {
     /// Fetching chunks: `"running"`.
@@ -448,10 +469,13 @@ pub enum DownloadState {
     Complete,
     /// Stopped for good; `error` says why: `"failed"`.
     Failed,
+    /// Stopped by `DELETE /api/v1/downloads/{content_id}`: `"cancelled"`. Verified chunks are
+    /// kept, so starting it again resumes.
+    Cancelled,
 }
 
 /// One download, as `GET /api/v1/downloads` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DownloadInfo {
     /// The content being fetched.
     pub content_id: HexId,
@@ -467,7 +491,7 @@ pub struct DownloadInfo {
     pub chunks_have: u64,
     /// Peers currently serving chunks of it.
     pub providers: u32,
-    /// Running, complete or failed.
+    /// Running, complete, failed or cancelled.
     pub state: DownloadState,
     /// Why it failed; `null` unless `state` is `"failed"`.
     pub error: Option<String>,
@@ -477,7 +501,7 @@ pub struct DownloadInfo {
 pub const MAX_ORDER_TTL_S: u64 = 7 * 24 * 3600;
 
 /// Body of `POST /api/v1/offers`: sell upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferRequest {
     /// Bytes for sale; at least 1.
@@ -494,7 +518,7 @@ pub struct OfferRequest {
 }
 
 /// Body of `POST /api/v1/bids`: buy upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BidRequest {
     /// Bytes wanted; at least 1.
@@ -540,7 +564,7 @@ fn check_order(bytes: u64, ttl_s: Option<u64>) -> Result<(), String> {
 }
 
 /// Which side of the book an order is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderSide {
     /// An offer to sell upload: `"offer"`.
@@ -550,7 +574,7 @@ pub enum OrderSide {
 }
 
 /// One order, as the market lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderInfo {
     /// The order's id: BLAKE3 of its signed bytes.
     pub order_id: HexId,
@@ -577,7 +601,7 @@ pub struct OrderInfo {
 }
 
 /// One trade, as `GET /api/v1/trades` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TradeInfo {
     /// The trade's id: BLAKE3 of its signed terms.
     pub trade_id: HexId,
@@ -612,7 +636,7 @@ pub struct TradeInfo {
 }
 
 /// What `GET /api/v1/market` answers: the book's best orders, this node's orders and trades.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MarketInfo {
     /// Live offers, cheapest (then earliest) first, at most 50.
     pub offers: Vec<OrderInfo>,
@@ -629,7 +653,7 @@ pub struct MarketInfo {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The HTTP status code, repeated.
     pub status: u16,
@@ -640,7 +664,7 @@ pub struct ErrorBody {
 }
 
 /// Body of `POST /api/v1/session`: the dashboard's login. Its `Debug` output hides the key.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The node's API key (`tally api-key` prints it).
@@ -657,10 +681,262 @@ impl fmt::Debug for LoginRequest {
 
 /// What `POST /api/v1/session` and `GET /api/v1/session` answer: the session's CSRF token,
 /// which unsafe requests authenticated by the session cookie send as `X-CSRF-Token`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionInfo {
     /// 64 lowercase hex characters.
     pub csrf_token: String,
+}
+
+// ---- identity, receipts, conflicts, settings, peer state; the OpenAPI schema of HexId ----
+
+impl utoipa::PartialSchema for HexId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A 32-byte id (peer id, content id, order id): 64 lowercase hex characters.",
+            ))
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .min_length(Some(2 * ID_BYTES))
+            .max_length(Some(2 * ID_BYTES))
+            .into()
+    }
+}
+
+impl ToSchema for HexId {}
+
+/// Whether a peer is connected, as [`PeerInfo::state`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// A connection is open: `"connected"`.
+    Connected,
+    /// No connection now; the node dials it or saw it before: `"disconnected"`.
+    Disconnected,
+    /// Banned for misbehaving (bad data, bad answers); connections are refused: `"banned"`.
+    Banned,
+}
+
+/// What `GET /api/v1/identity` answers: who and where this node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    /// This node's peer id (its ed25519 public key).
+    pub peer_id: HexId,
+    /// The network's name (from the config).
+    pub network: String,
+    /// The network's id, derived from the name.
+    pub network_id: String,
+    /// The address the QUIC endpoint is bound to, `HOST:PORT`.
+    pub quic_addr: String,
+    /// The address this HTTP API is bound to, `HOST:PORT`.
+    pub api_addr: String,
+    /// The node's version.
+    pub version: String,
+}
+
+/// Receipts a page holds when the request names no `limit`.
+pub const RECEIPTS_DEFAULT_LIMIT: usize = 50;
+/// The largest `limit` a receipts request may ask for; more is a 400.
+pub const RECEIPTS_MAX_LIMIT: usize = 500;
+
+/// Query of `GET /api/v1/receipts`. Values are taken as strings so that a bad one is a 400
+/// that names the parameter; [`ReceiptQuery::check`] parses them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReceiptQuery {
+    /// Only receipts in which this peer (64 lowercase hex) is the uploader or the downloader.
+    #[param(value_type = Option<String>, pattern = "^[0-9a-f]{64}$")]
+    pub peer: Option<String>,
+    /// Receipts per page, 1 to 500; 50 if absent.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// Where to go on: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A [`ReceiptQuery`] whose values have the right shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptFilter {
+    /// Only receipts this peer is part of.
+    pub peer: Option<HexId>,
+    /// Receipts per page, 1 to [`RECEIPTS_MAX_LIMIT`].
+    pub limit: usize,
+    /// Only receipts after this position.
+    pub after: Option<ReceiptCursor>,
+}
+
+/// A position in the receipts' order, which is (uploader, downloader) byte order: a page goes
+/// on after the pair of the last receipt of the previous one. In URLs it is the two ids'
+/// 128 hex characters; clients should treat it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReceiptCursor {
+    /// The uploader of the last receipt seen.
+    pub uploader: HexId,
+    /// Its downloader.
+    pub downloader: HexId,
+}
+
+impl fmt::Display for ReceiptCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.uploader, self.downloader)
+    }
+}
+
+impl FromStr for ReceiptCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || "expected the next_cursor of a previous page (128 lowercase hex characters)";
+        if s.len() != 4 * ID_BYTES || !s.is_ascii() {
+            return Err(bad().into());
+        }
+        let (up, down) = s.split_at(2 * ID_BYTES);
+        match (up.parse(), down.parse()) {
+            (Ok(uploader), Ok(downloader)) => Ok(Self {
+                uploader,
+                downloader,
+            }),
+            _ => Err(bad().into()),
+        }
+    }
+}
+
+impl ReceiptQuery {
+    /// Parses the values; the error names the parameter and says what is expected.
+    pub fn check(&self) -> Result<ReceiptFilter, String> {
+        let peer = match &self.peer {
+            Some(peer) => Some(peer.parse::<HexId>().map_err(|e| format!("peer: {e}"))?),
+            None => None,
+        };
+        let limit = match &self.limit {
+            None => RECEIPTS_DEFAULT_LIMIT,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=RECEIPTS_MAX_LIMIT).contains(&n) && !text.starts_with('+') => n,
+                _ => {
+                    return Err(format!(
+                        "limit: expected a number from 1 to {RECEIPTS_MAX_LIMIT}, not {text:?}"
+                    ));
+                }
+            },
+        };
+        let after = match &self.cursor {
+            Some(cursor) => Some(cursor.parse().map_err(|e| format!("cursor: {e}"))?),
+            None => None,
+        };
+        Ok(ReceiptFilter { peer, limit, after })
+    }
+}
+
+/// One receipt: what both peers signed. The same object `GET /api/v1/ledger/export` writes
+/// per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptInfo {
+    /// Who uploaded.
+    pub uploader: HexId,
+    /// Who downloaded and signed for the bytes.
+    pub downloader: HexId,
+    /// 1, 2, 3, … per (uploader, downloader) pair.
+    pub seq: u64,
+    /// Payload bytes the downloader received from the uploader, cumulative.
+    pub bytes: u64,
+    /// Credits the downloader owes the uploader, cumulative.
+    pub credits: u64,
+    /// The downloader's clock at signing, Unix milliseconds.
+    pub time_ms: u64,
+    /// The downloader's ed25519 signature, 128 lowercase hex characters.
+    #[schema(pattern = "^[0-9a-f]{128}$")]
+    pub sig_downloader: String,
+    /// The uploader's signature over the same bytes, 128 lowercase hex characters.
+    #[schema(pattern = "^[0-9a-f]{128}$")]
+    pub sig_uploader: String,
+}
+
+/// What `GET /api/v1/receipts` answers: one page of the latest receipt of each pair, in
+/// (uploader, downloader) order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptPage {
+    /// The receipts of this page.
+    pub receipts: Vec<ReceiptInfo>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One key that a stored conflict proof marks dishonest, as `GET /api/v1/conflicts` lists it.
+/// A proof is two receipts of one pair with the same `seq` that neither supersedes: both keys
+/// signed both, so the list has an entry for each of the pair's two keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConflictInfo {
+    /// The key marked dishonest.
+    pub peer: HexId,
+    /// The proof's id: BLAKE3 of its encoding.
+    pub proof_id: HexId,
+    /// The pair's uploader.
+    pub uploader: HexId,
+    /// The pair's downloader.
+    pub downloader: HexId,
+    /// The sequence number both receipts carry.
+    pub seq: u64,
+    /// The two contradictory receipts, in the proof's canonical order.
+    pub receipts: Vec<ReceiptInfo>,
+}
+
+/// The smallest upload budget (per day or per month) `PUT /api/v1/settings` takes: one upload
+/// request's worth, 16 MiB. A smaller one could never let a request through.
+pub const MIN_UPLOAD_BUDGET: u64 = 16 << 20;
+
+/// The settings the API changes at runtime, `GET`/`PUT /api/v1/settings`. `null` is unlimited
+/// or no budget. `PUT` replaces all four: an absent field is `null`. They hold until the node
+/// stops; `config.toml` keeps the values a start uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Upload cap in bytes per second (at least 1), or `null` for unlimited.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub upload_bytes_per_s: Option<u64>,
+    /// Download cap in bytes per second (at least 1), or `null` for unlimited.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub download_bytes_per_s: Option<u64>,
+    /// Bytes this node may upload per UTC day (at least 16 MiB), or `null` for no budget.
+    #[serde(default)]
+    #[schema(minimum = 16777216)]
+    pub upload_budget_daily: Option<u64>,
+    /// Bytes this node may upload per UTC month (at least 16 MiB), or `null` for no budget.
+    #[serde(default)]
+    #[schema(minimum = 16777216)]
+    pub upload_budget_monthly: Option<u64>,
+}
+
+impl Settings {
+    /// Checks the bounds: rates of at least 1, budgets of at least [`MIN_UPLOAD_BUDGET`]. The
+    /// values parse, so a failure is a 422, not a 400.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("upload_bytes_per_s", self.upload_bytes_per_s),
+            ("download_bytes_per_s", self.download_bytes_per_s),
+        ] {
+            if rate == Some(0) {
+                return Err(format!(
+                    "{name}: must be at least 1 byte per second, or null for unlimited"
+                ));
+            }
+        }
+        for (name, budget) in [
+            ("upload_budget_daily", self.upload_budget_daily),
+            ("upload_budget_monthly", self.upload_budget_monthly),
+        ] {
+            if let Some(bytes) = budget
+                && bytes < MIN_UPLOAD_BUDGET
+            {
+                return Err(format!(
+                    "{name}: {bytes} bytes is below the smallest budget, {MIN_UPLOAD_BUDGET} bytes (16 MiB, one upload request); use null for no budget"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

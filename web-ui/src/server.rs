@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,9 +30,12 @@ use tracing::Instrument as _;
 use crate::api::NodeApi;
 use crate::error::{ApiError, ApiJson};
 use crate::model::{
-    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, GetRequest, HexId, MarketInfo,
-    OfferRequest, OrderInfo, PeerInfo, RateLimits, ShareRequest, StandingInfo, Status, TradeInfo,
+    BidRequest, ConflictInfo, ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest,
+    HexId, Identity, MarketInfo, OfferRequest, OrderInfo, PeerInfo, RateLimits, ReceiptInfo,
+    ReceiptPage, ReceiptQuery, Settings, ShareRequest, StandingInfo, Status, TradeInfo,
 };
+use crate::openapi::CommonResponses;
+use crate::routes::{ApiRoute, RouteTable, delete, get, post};
 use crate::session::Sessions;
 
 /// Where the versioned API is mounted.
@@ -192,22 +194,41 @@ impl IntoResponse for Unauthorized {
 
 /// The whole HTTP surface for `node`: `/api/v1` and the middleware in front of it.
 pub fn router<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> Router {
+    router_with_routes(node, auth).0
+}
+
+/// [`router`], and every route it serves under [`API_PREFIX`], recorded as the router was
+/// built (so the check that [`openapi`] documents each one walks the real routes).
+pub fn router_with_routes<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> (Router, Vec<ApiRoute>) {
     let auth = Arc::new(auth);
-    let api = Router::new()
+    let (metrics, metrics_routes) = crate::metrics::routes(Arc::clone(&node), Arc::clone(&auth));
+    let (session, session_routes) = crate::session::routes(auth.clone());
+    let (api, mut routes) = RouteTable::new(API_PREFIX)
         .route("/status", get(status::<N>))
         .route("/peers", get(peers::<N>).post(connect::<N>))
         .route("/content", get(content::<N>).post(share::<N>))
         .route("/downloads", get(downloads::<N>).post(start_download::<N>))
-        .route("/downloads/{content_id}", get(download::<N>))
+        .route(
+            "/downloads/{content_id}",
+            get(download::<N>).delete(cancel_download::<N>),
+        )
         .route("/ledger/export", get(ledger_export::<N>))
         .route("/standing/{peer_id}", get(standing::<N>))
         .route("/limits", get(limits::<N>).put(set_limits::<N>))
         .route("/shutdown", post(shutdown::<N>))
         .route("/market", get(market::<N>))
-        .route("/offers", post(post_offer::<N>))
-        .route("/bids", post(post_bid::<N>))
+        .route("/offers", get(offers::<N>).post(post_offer::<N>))
+        .route("/bids", get(bids::<N>).post(post_bid::<N>))
         .route("/orders/{order_id}", delete(cancel_order::<N>))
         .route("/trades", get(trades::<N>))
+        .route("/identity", get(identity::<N>))
+        .route("/receipts", get(receipts::<N>))
+        .route("/conflicts", get(conflicts::<N>))
+        .route("/settings", get(settings::<N>).put(set_settings::<N>))
+        .route("/openapi.json", get(openapi_json))
+        .route("/events", get(crate::events::stream::<N>))
+        .into_parts();
+    let api = api
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -215,15 +236,19 @@ pub fn router<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> Router {
             require_api_key,
         ))
         // After the key layer: login needs no key; the session routes check the cookie.
-        .merge(crate::session::routes(auth.clone()))
+        .merge(session)
         .with_state(node);
-    Router::new()
+    let app = Router::new()
         .nest(API_PREFIX, api)
         .merge(crate::dashboard::routes())
+        .merge(metrics)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth, check_host))
-        .layer(middleware::from_fn(trace_request))
+        .layer(middleware::from_fn(trace_request));
+    routes.extend(session_routes);
+    routes.extend(metrics_routes);
+    (app, routes)
 }
 
 /// Serves `router` on `listener` (at most [`MAX_CONNECTIONS`] at once) until `shutdown`
@@ -272,7 +297,7 @@ async fn check_host(State(auth): State<Arc<ApiAuth>>, request: Request, next: Ne
     }
 }
 
-async fn require_api_key(
+pub(crate) async fn require_api_key(
     State(auth): State<Arc<ApiAuth>>,
     request: Request,
     next: Next,
@@ -306,14 +331,27 @@ pub(crate) async fn method_not_allowed(method: Method) -> ApiError {
 type Shared<N> = State<Arc<N>>;
 type JsonResult<T> = Result<axum::Json<T>, ApiError>;
 
+#[utoipa::path(get, path = "/api/v1/status", tag = "node", operation_id = "status",
+    responses((status = 200, description = "The node at a glance.", body = Status)))]
 async fn status<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Status> {
     Ok(axum::Json(node.status().await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/peers", tag = "peers", operation_id = "peers",
+    responses((status = 200, description = "Peers the node knows: connected, disconnected (dialled or seen before) and banned, by peer id.", body = Vec<PeerInfo>)))]
 async fn peers<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<PeerInfo>> {
     Ok(axum::Json(node.peers().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/peers", tag = "peers", operation_id = "connect",
+    request_body = ConnectRequest,
+    responses(
+        (status = 200, description = "Connected; the node redials the peer after drops.", body = PeerInfo),
+        (status = 400, description = "Malformed body or `peer` (not `PEERID@HOST:PORT`), or the node itself.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 503, description = "The peer cannot be reached, or the connection closed at once.", body = ErrorBody),
+    ))]
 async fn connect<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(request): ApiJson<ConnectRequest>,
@@ -324,10 +362,21 @@ async fn connect<N: NodeApi>(
     Ok(axum::Json(node.connect(request).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/content", tag = "content", operation_id = "content",
+    responses((status = 200, description = "Content this node shares.", body = Vec<ContentSummary>)))]
 async fn content<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<ContentSummary>> {
     Ok(axum::Json(node.content().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/content", tag = "content", operation_id = "share",
+    request_body = ShareRequest,
+    responses(
+        (status = 200, description = "Shared: chunked, hashed and announced.", body = ContentSummary),
+        (status = 400, description = "Malformed body, or an empty or relative `path`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "The file is missing, a directory, unreadable or too large.", body = ErrorBody),
+    ))]
 async fn share<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(request): ApiJson<ShareRequest>,
@@ -338,10 +387,23 @@ async fn share<N: NodeApi>(
     Ok(axum::Json(node.share(request).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/downloads", tag = "downloads", operation_id = "downloads",
+    responses((status = 200, description = "Every download since the node started, by content id.", body = Vec<DownloadInfo>)))]
 async fn downloads<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<DownloadInfo>> {
     Ok(axum::Json(node.downloads().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/downloads", tag = "downloads", operation_id = "start_download",
+    request_body = GetRequest,
+    responses(
+        (status = 202, description = "Started (or already under way to the same `out`); `Location` names the download.", body = DownloadInfo,
+            headers(("Location" = String, description = "`/api/v1/downloads/{content_id}`"))),
+        (status = 400, description = "Malformed body, bad `content_id`, or an empty or relative `out`.", body = ErrorBody),
+        (status = 409, description = "The content is being downloaded to another path.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "`out` is a directory.", body = ErrorBody),
+    ))]
 async fn start_download<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(request): ApiJson<GetRequest>,
@@ -358,6 +420,13 @@ async fn start_download<N: NodeApi>(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/v1/downloads/{content_id}", tag = "downloads", operation_id = "download",
+    params(("content_id" = HexId, Path, description = "The content id.")),
+    responses(
+        (status = 200, description = "The download.", body = DownloadInfo),
+        (status = 400, description = "The content id is not 64 lowercase hex characters.", body = ErrorBody),
+        (status = 404, description = "No download of that content since the node started.", body = ErrorBody),
+    ))]
 async fn download<N: NodeApi>(
     State(node): Shared<N>,
     content_id: Result<Path<String>, PathRejection>,
@@ -369,6 +438,12 @@ async fn download<N: NodeApi>(
     Ok(axum::Json(node.download(content_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/standing/{peer_id}", tag = "peers", operation_id = "standing",
+    params(("peer_id" = HexId, Path, description = "Any peer id; one never heard of is at the floor.")),
+    responses(
+        (status = 200, description = "Why the peer has its standing at this node.", body = StandingInfo),
+        (status = 400, description = "The peer id is not 64 lowercase hex characters.", body = ErrorBody),
+    ))]
 async fn standing<N: NodeApi>(
     State(node): Shared<N>,
     peer_id: Result<Path<String>, PathRejection>,
@@ -380,6 +455,9 @@ async fn standing<N: NodeApi>(
     Ok(axum::Json(node.standing(peer_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/ledger/export", tag = "ledger", operation_id = "ledger_export",
+    responses((status = 200, description = "Every receipt in the store, one JSON object per line (NDJSON); each line is a `ReceiptInfo`.",
+        content_type = "application/x-ndjson", body = ReceiptInfo)))]
 async fn ledger_export<N: NodeApi>(State(node): Shared<N>) -> Result<Response, ApiError> {
     let receipts = node.ledger_export().await?;
     let mut body = Vec::with_capacity(receipts.len() * 512);
@@ -391,10 +469,20 @@ async fn ledger_export<N: NodeApi>(State(node): Shared<N>) -> Result<Response, A
     Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/limits", tag = "settings", operation_id = "limits",
+    responses((status = 200, description = "The rate limits in force.", body = RateLimits)))]
 async fn limits<N: NodeApi>(State(node): Shared<N>) -> JsonResult<RateLimits> {
     Ok(axum::Json(node.limits().await?))
 }
 
+#[utoipa::path(put, path = "/api/v1/limits", tag = "settings", operation_id = "set_limits",
+    request_body = RateLimits,
+    responses(
+        (status = 200, description = "The rate limits now in force (0 is unlimited here).", body = RateLimits),
+        (status = 400, description = "Malformed body, unknown field, or a value that is not a u64.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ))]
 async fn set_limits<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(limits): ApiJson<RateLimits>,
@@ -402,15 +490,28 @@ async fn set_limits<N: NodeApi>(
     Ok(axum::Json(node.set_limits(limits).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/shutdown", tag = "node", operation_id = "shutdown",
+    responses((status = 202, description = "The node stops gracefully after answering.")))]
 async fn shutdown<N: NodeApi>(State(node): Shared<N>) -> Result<StatusCode, ApiError> {
     node.shutdown().await?;
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(get, path = "/api/v1/market", tag = "market", operation_id = "market",
+    responses((status = 200, description = "The book's best orders, this node's orders and its trades.", body = MarketInfo)))]
 async fn market<N: NodeApi>(State(node): Shared<N>) -> JsonResult<MarketInfo> {
     Ok(axum::Json(node.market().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/offers", tag = "market", operation_id = "post_offer",
+    request_body = OfferRequest,
+    responses(
+        (status = 201, description = "The offer, signed, in the book and flooded.", body = OrderInfo),
+        (status = 400, description = "Malformed body, `bytes` 0, `ttl_s` out of 1..=604800, or `max_rate` 0.", body = ErrorBody),
+        (status = 409, description = "The book refuses it (full, or too many orders of this node).", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ))]
 async fn post_offer<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(request): ApiJson<OfferRequest>,
@@ -419,6 +520,15 @@ async fn post_offer<N: NodeApi>(
     Ok(created(node.post_offer(request).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/bids", tag = "market", operation_id = "post_bid",
+    request_body = BidRequest,
+    responses(
+        (status = 201, description = "The bid, signed, in the book and flooded; trades it makes are proposed.", body = OrderInfo),
+        (status = 400, description = "Malformed body, bad `content_id`, `bytes` 0, or `ttl_s` out of 1..=604800.", body = ErrorBody),
+        (status = 409, description = "The book refuses it (full, or too many orders of this node).", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ))]
 async fn post_bid<N: NodeApi>(
     State(node): Shared<N>,
     ApiJson(request): ApiJson<BidRequest>,
@@ -432,6 +542,14 @@ fn created(order: OrderInfo) -> Response {
     (StatusCode::CREATED, axum::Json(order)).into_response()
 }
 
+#[utoipa::path(delete, path = "/api/v1/orders/{order_id}", tag = "market", operation_id = "cancel_order",
+    params(("order_id" = HexId, Path, description = "The order id.")),
+    responses(
+        (status = 204, description = "Cancelled; the cancellation is flooded."),
+        (status = 400, description = "The order id is not 64 lowercase hex characters.", body = ErrorBody),
+        (status = 404, description = "No live order has that id.", body = ErrorBody),
+        (status = 409, description = "The order is someone else's.", body = ErrorBody),
+    ))]
 async fn cancel_order<N: NodeApi>(
     State(node): Shared<N>,
     order_id: Result<Path<String>, PathRejection>,
@@ -444,9 +562,134 @@ async fn cancel_order<N: NodeApi>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/trades", tag = "market", operation_id = "trades",
+    responses((status = 200, description = "This node's trades, oldest first.", body = Vec<TradeInfo>)))]
 async fn trades<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<TradeInfo>> {
     Ok(axum::Json(node.trades().await?))
 }
+
+#[utoipa::path(get, path = "/api/v1/identity", tag = "node", operation_id = "identity",
+    responses((status = 200, description = "Who and where this node is.", body = Identity)))]
+async fn identity<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Identity> {
+    Ok(axum::Json(node.identity().await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/receipts", tag = "ledger", operation_id = "receipts",
+    params(ReceiptQuery),
+    responses(
+        (status = 200, description = "One page of the latest receipt of each pair, in (uploader, downloader) order.", body = ReceiptPage),
+        (status = 400, description = "Bad `peer`, `limit` (not 1 to 500) or `cursor`, or an unknown parameter.", body = ErrorBody),
+    ))]
+async fn receipts<N: NodeApi>(
+    State(node): Shared<N>,
+    query: Result<Query<ReceiptQuery>, QueryRejection>,
+) -> JsonResult<ReceiptPage> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = query.check().map_err(ApiError::bad_request)?;
+    Ok(axum::Json(node.receipts(filter).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/conflicts", tag = "ledger", operation_id = "conflicts",
+    responses((status = 200, description = "The stored conflict proofs, one entry per key each marks dishonest.", body = Vec<ConflictInfo>)))]
+async fn conflicts<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<ConflictInfo>> {
+    Ok(axum::Json(node.conflicts().await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/downloads/{content_id}", tag = "downloads", operation_id = "cancel_download",
+    params(("content_id" = HexId, Path, description = "The content id.")),
+    responses(
+        (status = 200, description = "Cancelled: its tasks have stopped; verified chunks are kept, so a new `POST /api/v1/downloads` resumes. Cancelling a cancelled download answers it again.", body = DownloadInfo),
+        (status = 400, description = "The content id is not 64 lowercase hex characters.", body = ErrorBody),
+        (status = 404, description = "No download of that content since the node started.", body = ErrorBody),
+        (status = 409, description = "The download is complete or failed already.", body = ErrorBody),
+    ))]
+async fn cancel_download<N: NodeApi>(
+    State(node): Shared<N>,
+    content_id: Result<Path<String>, PathRejection>,
+) -> JsonResult<DownloadInfo> {
+    let Path(content_id) = content_id?;
+    let content_id: HexId = content_id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("content id: {e}")))?;
+    Ok(axum::Json(node.cancel_download(content_id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/settings", tag = "settings", operation_id = "settings",
+    responses((status = 200, description = "The runtime settings in force.", body = Settings)))]
+async fn settings<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Settings> {
+    Ok(axum::Json(node.settings().await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/settings", tag = "settings", operation_id = "set_settings",
+    request_body = Settings,
+    responses(
+        (status = 200, description = "The settings now in force; they apply at once.", body = Settings),
+        (status = 400, description = "Malformed body, unknown field, or a value that is not a u64 or null.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "A rate of 0, or a budget below 16 MiB.", body = ErrorBody),
+    ))]
+async fn set_settings<N: NodeApi>(
+    State(node): Shared<N>,
+    ApiJson(settings): ApiJson<Settings>,
+) -> JsonResult<Settings> {
+    settings.check().map_err(ApiError::unprocessable)?;
+    Ok(axum::Json(node.set_settings(settings).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/offers", tag = "market", operation_id = "offers",
+    responses((status = 200, description = "Every live offer in the book, cheapest (then earliest) first.", body = Vec<OrderInfo>)))]
+async fn offers<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<OrderInfo>> {
+    Ok(axum::Json(node.offers().await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/bids", tag = "market", operation_id = "bids",
+    responses((status = 200, description = "Every live bid in the book, highest (then earliest) first.", body = Vec<OrderInfo>)))]
+async fn bids<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<OrderInfo>> {
+    Ok(axum::Json(node.bids().await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "This document: OpenAPI 3.1, generated from the server's code.", content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| openapi().to_pretty_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+}
+
+/// The OpenAPI document of every `/api/v1` route; `GET /api/v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "tally node API",
+        description = "The local HTTP API of a tally node. Every route needs `Authorization: Bearer <key>` (`tally api-key` prints the key) and a Host header that names the node. Every error is an `ErrorBody`. docs/API.md has a curl example for each route."
+    ),
+    paths(
+        status, peers, connect, content, share, downloads, start_download, download, standing,
+        ledger_export, limits, set_limits, shutdown, market, post_offer, post_bid, cancel_order,
+        trades, identity, receipts, conflicts, cancel_download, settings, set_settings, offers,
+        bids, openapi_json, crate::events::stream, crate::session::login,
+        crate::session::current, crate::session::logout, crate::metrics::metrics,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&CommonResponses),
+    tags(
+        (name = "node", description = "The node itself."),
+        (name = "peers", description = "Connections and standing."),
+        (name = "content", description = "Sharing files."),
+        (name = "downloads", description = "Fetching content from the swarm."),
+        (name = "ledger", description = "Receipts and conflict proofs."),
+        (name = "settings", description = "Rate limits and upload budgets, changed at runtime."),
+        (name = "market", description = "The order book and trades."),
+        (name = "session", description = "The dashboard's login: a cookie and a CSRF token in place of the key."),
+        (name = "meta", description = "This document."),
+    )
+)]
+struct ApiDoc;
 
 // ---- connection cap ----
 

@@ -26,12 +26,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use subtle::ConstantTimeEq as _;
 
 use crate::error::{ApiError, ApiJson};
 use crate::model::{LoginRequest, SessionInfo, parse_hex32};
-use crate::server::ApiAuth;
+use crate::routes::{ApiRoute, RouteTable, post};
+use crate::server::{API_PREFIX, ApiAuth};
 
 /// How long a session lives after login; the page logs in again after that.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -281,11 +281,16 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `/session` for the `/api/v1` router, to be merged *outside* the API-key layer: login
 /// must work without a key header, and the other two methods check the cookie themselves.
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>(auth: Arc<ApiAuth>) -> Router<S> {
-    Router::new()
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
+    auth: Arc<ApiAuth>,
+) -> (Router<S>, Vec<ApiRoute>) {
+    let (router, routes) = RouteTable::new(API_PREFIX)
         .route("/session", post(login).get(current).delete(logout))
+        .into_parts();
+    let router = router
         .method_not_allowed_fallback(crate::server::method_not_allowed)
-        .with_state(auth)
+        .with_state(auth);
+    (router, routes)
 }
 
 /// Session answers must not be cached: they carry a fresh token.
@@ -296,7 +301,18 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-async fn login(
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", operation_id = "login",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: a `tally_session_<port>` cookie (HttpOnly, SameSite=Strict, 12 hours) and the session's CSRF token.", body = SessionInfo),
+        (status = 400, description = "Malformed body.", body = crate::model::ErrorBody),
+        (status = 401, description = "Wrong API key; no cookie is set.", body = crate::model::ErrorBody),
+        (status = 403, description = "An `Origin` header that is not the node's own.", body = crate::model::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = crate::model::ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = crate::model::ErrorBody),
+    ))]
+pub(crate) async fn login(
     State(auth): State<Arc<ApiAuth>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
@@ -322,7 +338,12 @@ async fn login(
 
 /// The CSRF token of the cookie's session, so a reloaded page carries on without the key.
 /// Safe to answer: only a page of this origin can read the response.
-async fn current(State(auth): State<Arc<ApiAuth>>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/api/v1/session", tag = "session", operation_id = "session",
+    responses(
+        (status = 200, description = "The CSRF token of the cookie's session.", body = SessionInfo),
+        (status = 401, description = "No session cookie, or an ended or expired one.", body = crate::model::ErrorBody),
+    ))]
+pub(crate) async fn current(State(auth): State<Arc<ApiAuth>>, headers: HeaderMap) -> Response {
     let sessions = auth.sessions();
     match sessions
         .cookie_token(&headers)
@@ -338,7 +359,13 @@ async fn current(State(auth): State<Arc<ApiAuth>>, headers: HeaderMap) -> Respon
     }
 }
 
-async fn logout(State(auth): State<Arc<ApiAuth>>, headers: HeaderMap) -> Response {
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session", operation_id = "logout",
+    responses(
+        (status = 204, description = "Logged out: the session ends and its cookie is cleared."),
+        (status = 401, description = "No session cookie, or an ended or expired one.", body = crate::model::ErrorBody),
+        (status = 403, description = "The `X-CSRF-Token` header is missing or wrong, or the `Origin` is foreign.", body = crate::model::ErrorBody),
+    ))]
+pub(crate) async fn logout(State(auth): State<Arc<ApiAuth>>, headers: HeaderMap) -> Response {
     let sessions = auth.sessions();
     if let Err(refusal) = sessions.authenticate(&Method::DELETE, &headers) {
         return refusal.into_response();

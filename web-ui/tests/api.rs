@@ -3,291 +3,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use serde_json::{Value, json};
 use tally_web::model::{
-    BidRequest, ConnectRequest, ContentSummary, Direction, DownloadInfo, DownloadState, ErrorBody,
-    GetRequest, GossipStatus, MarketInfo, OfferRequest, OrderInfo, OrderSide, PeerInfo,
-    PeerReceipts, RateLimits, ShareRequest, StandingInfo, Status, StoreStatus, TradeInfo,
-    TransferTotals,
+    ConflictInfo, ContentSummary, DownloadInfo, DownloadState, ErrorBody, Identity, MarketInfo,
+    OrderInfo, OrderSide, PeerInfo, RateLimits, ReceiptPage, Settings, StandingInfo, Status,
+    TradeInfo,
 };
 use tally_web::server::MAX_BODY_BYTES;
-use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
-use tokio::sync::Notify;
+use tally_web::{ApiAuth, router, serve};
 use tower::ServiceExt as _;
 
+mod support;
+use support::*;
+
 const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-const PEER: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-const CONTENT: &str = "2222222222222222222222222222222222222222222222222222222222222222";
-const UNKNOWN: &str = "3333333333333333333333333333333333333333333333333333333333333333";
-/// An order in the fake book that is someone else's.
-const FOREIGN: &str = "4444444444444444444444444444444444444444444444444444444444444444";
-
-// ---- the fake node ----
-
-#[derive(Default)]
-struct FakeNode {
-    state: Mutex<FakeState>,
-    stop: Notify,
-}
-
-#[derive(Default)]
-struct FakeState {
-    peers: Vec<PeerInfo>,
-    content: Vec<ContentSummary>,
-    downloads: Vec<DownloadInfo>,
-    limits: RateLimits,
-    orders: Vec<OrderInfo>,
-}
-
-fn fake_order(n: usize, side: OrderSide, bytes: u64, price_per_gib: u64) -> OrderInfo {
-    OrderInfo {
-        order_id: id(&format!("{:064x}", n + 0x100)),
-        side,
-        owner: id(PEER),
-        bytes,
-        remaining: bytes,
-        price_per_gib,
-        max_rate: None,
-        content_id: None,
-        expires_ms: 1_700_000_000_000,
-        mine: true,
-        cancelled: false,
-    }
-}
-
-fn id(hex: &str) -> HexId {
-    hex.parse().unwrap()
-}
-
-impl NodeApi for FakeNode {
-    async fn status(&self) -> Result<Status, ApiError> {
-        let state = self.state.lock().unwrap();
-        Ok(Status {
-            peer_id: id(PEER),
-            network: "testnet".into(),
-            network_id: "ab".repeat(32),
-            version: "0.1.0".into(),
-            quic_addr: "127.0.0.1:7420".into(),
-            api_addr: "127.0.0.1:7421".into(),
-            uptime_s: 5,
-            peers_connected: state.peers.iter().filter(|p| p.connected).count() as u32,
-            store: StoreStatus {
-                receipts: 2,
-                pairs: 2,
-                conflicts: 0,
-                dishonest: 0,
-                third_party: 0,
-                tombstones: 0,
-            },
-            transfer: TransferTotals {
-                bytes_up: 10,
-                bytes_down: 20,
-            },
-            limits: state.limits,
-            dishonest_peers: Vec::new(),
-            gossip: GossipStatus::default(),
-            upload_budget: Default::default(),
-        })
-    }
-
-    async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
-        Ok(self.state.lock().unwrap().peers.clone())
-    }
-
-    async fn connect(&self, request: ConnectRequest) -> Result<PeerInfo, ApiError> {
-        // The server has checked the shape already.
-        let target = request.parse().unwrap();
-        let peer = PeerInfo {
-            peer_id: target.peer_id,
-            addr: format!("{}:{}", target.host, target.port),
-            connected: true,
-            direction: Direction::Out,
-            since_ms: 1_700_000_000_000,
-            bytes_sent: 0,
-            bytes_received: 0,
-            receipts: PeerReceipts {
-                up: None,
-                down: Some(3),
-            },
-        };
-        self.state.lock().unwrap().peers.push(peer.clone());
-        Ok(peer)
-    }
-
-    async fn share(&self, request: ShareRequest) -> Result<ContentSummary, ApiError> {
-        if request.path.starts_with("/missing") {
-            return Err(ApiError::unprocessable(format!(
-                "{}: no such file",
-                request.path
-            )));
-        }
-        let summary = ContentSummary {
-            content_id: id(CONTENT),
-            size: 1000,
-            chunks: 1,
-            name: request.path.rsplit('/').next().unwrap_or_default().into(),
-        };
-        self.state.lock().unwrap().content.push(summary.clone());
-        Ok(summary)
-    }
-
-    async fn content(&self) -> Result<Vec<ContentSummary>, ApiError> {
-        Ok(self.state.lock().unwrap().content.clone())
-    }
-
-    async fn get(&self, request: GetRequest) -> Result<DownloadInfo, ApiError> {
-        let mut state = self.state.lock().unwrap();
-        if state.downloads.iter().any(|d| d.out == request.out) {
-            return Err(ApiError::conflict(format!(
-                "{} is already being written",
-                request.out
-            )));
-        }
-        let info = DownloadInfo {
-            content_id: request.content_id,
-            out: request.out,
-            size: 0,
-            bytes_have: 0,
-            chunks_total: 0,
-            chunks_have: 0,
-            providers: 0,
-            state: DownloadState::Running,
-            error: None,
-        };
-        state.downloads.push(info.clone());
-        Ok(info)
-    }
-
-    async fn downloads(&self) -> Result<Vec<DownloadInfo>, ApiError> {
-        Ok(self.state.lock().unwrap().downloads.clone())
-    }
-
-    async fn download(&self, content_id: HexId) -> Result<DownloadInfo, ApiError> {
-        let state = self.state.lock().unwrap();
-        state
-            .downloads
-            .iter()
-            .find(|d| d.content_id == content_id)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("no download of {content_id}")))
-    }
-
-    async fn standing(&self, peer: HexId) -> Result<StandingInfo, ApiError> {
-        Ok(StandingInfo {
-            peer_id: peer,
-            score: 0.0,
-            at_floor: true,
-            dishonest: false,
-            given: 0,
-            taken: 0,
-            transitive: 0.0,
-            raw: 0.0,
-            paths: Vec::new(),
-            weight: 1.0,
-            credit_window: 4 << 20,
-            queue: None,
-        })
-    }
-
-    async fn ledger_export(&self) -> Result<Vec<Value>, ApiError> {
-        Ok(vec![
-            json!({"uploader": PEER, "seq": 1, "bytes": 10}),
-            json!({"uploader": CONTENT, "seq": 2, "bytes": 20}),
-        ])
-    }
-
-    async fn limits(&self) -> Result<RateLimits, ApiError> {
-        Ok(self.state.lock().unwrap().limits)
-    }
-
-    async fn set_limits(&self, limits: RateLimits) -> Result<RateLimits, ApiError> {
-        self.state.lock().unwrap().limits = limits;
-        Ok(limits)
-    }
-
-    async fn shutdown(&self) -> Result<(), ApiError> {
-        self.stop.notify_one();
-        Ok(())
-    }
-
-    async fn market(&self) -> Result<MarketInfo, ApiError> {
-        let orders = self.state.lock().unwrap().orders.clone();
-        let side = |s: OrderSide| -> Vec<OrderInfo> {
-            orders.iter().filter(|o| o.side == s).cloned().collect()
-        };
-        Ok(MarketInfo {
-            offers_total: side(OrderSide::Offer).len() as u64,
-            bids_total: side(OrderSide::Bid).len() as u64,
-            offers: side(OrderSide::Offer),
-            bids: side(OrderSide::Bid),
-            mine: orders.clone(),
-            trades: Vec::new(),
-        })
-    }
-
-    async fn post_offer(&self, request: OfferRequest) -> Result<OrderInfo, ApiError> {
-        let mut state = self.state.lock().unwrap();
-        let mut order = fake_order(
-            state.orders.len(),
-            OrderSide::Offer,
-            request.bytes,
-            request.price_per_gib,
-        );
-        order.max_rate = request.max_rate;
-        state.orders.push(order.clone());
-        Ok(order)
-    }
-
-    async fn post_bid(&self, request: BidRequest) -> Result<OrderInfo, ApiError> {
-        let mut state = self.state.lock().unwrap();
-        let mut order = fake_order(
-            state.orders.len(),
-            OrderSide::Bid,
-            request.bytes,
-            request.max_price_per_gib,
-        );
-        order.content_id = request.content_id;
-        state.orders.push(order.clone());
-        Ok(order)
-    }
-
-    async fn cancel_order(&self, order_id: HexId) -> Result<(), ApiError> {
-        if order_id == id(FOREIGN) {
-            return Err(ApiError::conflict(format!(
-                "order {order_id} is not this node's"
-            )));
-        }
-        let mut state = self.state.lock().unwrap();
-        let before = state.orders.len();
-        state.orders.retain(|o| o.order_id != order_id);
-        if state.orders.len() == before {
-            return Err(ApiError::not_found(format!("no live order {order_id}")));
-        }
-        Ok(())
-    }
-
-    async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
-        Ok(vec![TradeInfo {
-            trade_id: id(UNKNOWN),
-            role: "buyer".into(),
-            state: "agreed".into(),
-            offer_id: id(FOREIGN),
-            bid_id: id(CONTENT),
-            seller: id(FOREIGN),
-            buyer: id(PEER),
-            bytes: 10,
-            price_per_gib: 2,
-            expires_ms: 1_700_000_000_000,
-            delivered_bytes: 0,
-            settled_credits: 0,
-            owed_credits: 0,
-            note: None,
-        }])
-    }
-}
 
 // ---- a server on a real socket ----
 
@@ -324,6 +56,10 @@ impl Reply {
 }
 
 fn start() -> Server {
+    start_with(Arc::new(FakeNode::default()))
+}
+
+fn start_with(node: Arc<FakeNode>) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -333,7 +69,6 @@ fn start() -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let node = Arc::new(FakeNode::default());
     let app = router(node.clone(), ApiAuth::new(KEY, addr));
     let task = runtime.spawn(serve(
         listener,
@@ -1039,4 +774,487 @@ async fn oneshot_put_limits_rejects_an_unknown_field() {
             .unwrap()
             .contains("upload_bytes_per_sec")
     );
+}
+
+// ---- identity, receipts, conflicts, cancelling downloads, settings, offers and bids ----
+
+fn delete(server: &Server, path: &str) -> Reply {
+    server.send("DELETE", path, &[("Authorization", &bearer())], None)
+}
+
+#[test]
+fn identity_and_conflicts_are_json() {
+    let server = start();
+    let identity: Identity = server.get("/api/v1/identity").json();
+    assert_eq!(identity.peer_id, id(PEER));
+    let conflicts: Vec<ConflictInfo> = server.get("/api/v1/conflicts").json();
+    assert_eq!(conflicts.len(), 1);
+    let raw: Value = server.get("/api/v1/conflicts").json();
+    assert_eq!(raw[0]["peer"], PEER);
+    assert_eq!(raw[0]["receipts"][1]["sig_uploader"], "cd".repeat(64));
+}
+
+#[test]
+fn the_receipts_query_reaches_the_node_parsed() {
+    let node = Arc::new(FakeNode::default());
+    let server = start_with(node.clone());
+    let filter = |node: &FakeNode| node.state.lock().unwrap().receipts_filter.take().unwrap();
+
+    let page: ReceiptPage = server.get("/api/v1/receipts").json();
+    assert_eq!(page.receipts, vec![fake_receipt()]);
+    let raw: Value = server.get("/api/v1/receipts").json();
+    assert_eq!(raw["next_cursor"], Value::Null);
+    let f = filter(&node);
+    assert_eq!((f.peer, f.limit, f.after), (None, 50, None));
+
+    let cursor = format!("{PEER}{CONTENT}");
+    let reply = server.get(&format!(
+        "/api/v1/receipts?peer={PEER}&limit=500&cursor={cursor}"
+    ));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let f = filter(&node);
+    assert_eq!(f.peer, Some(id(PEER)));
+    assert_eq!(f.limit, 500);
+    let after = f.after.unwrap();
+    assert_eq!((after.uploader, after.downloader), (id(PEER), id(CONTENT)));
+    assert_eq!(after.to_string(), cursor);
+}
+
+#[test]
+fn bad_receipts_queries_are_400_and_never_reach_the_node() {
+    let node = Arc::new(FakeNode::default());
+    let server = start_with(node.clone());
+    for (query, says) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=100000000000000000000000", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=%2B5", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=", "limit"),
+        ("peer=abc", "peer"),
+        (&format!("peer={}", "AB".repeat(32)), "peer"),
+        ("cursor=abc", "cursor"),
+        (&format!("cursor={PEER}"), "cursor"),
+        (&format!("cursor={PEER}{}", "zz".repeat(32)), "cursor"),
+        ("cursor=%C3%A9%C3%A9", "cursor"),
+        ("colour=blue", "colour"),
+        ("limit=5&limit=6", "limit"),
+    ] {
+        let reply = server.get(&format!("/api/v1/receipts?{query}"));
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        let message = reply.error(400, "bad_request");
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    assert!(node.state.lock().unwrap().receipts_filter.is_none());
+}
+
+#[test]
+fn a_running_download_is_cancelled_and_a_finished_one_is_409() {
+    let node = Arc::new(FakeNode::default());
+    let server = start_with(node.clone());
+    let reply = server.with_json(
+        "POST",
+        "/api/v1/downloads",
+        &json!({"content_id": CONTENT, "out": "/tmp/out.bin"}),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let path = format!("/api/v1/downloads/{CONTENT}");
+    let reply = delete(&server, &path);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json::<DownloadInfo>().state, DownloadState::Cancelled);
+    assert_eq!(reply.json::<Value>()["state"], "cancelled");
+    // Again: still cancelled.
+    assert_eq!(delete(&server, &path).status, 200);
+    assert_eq!(
+        server.get(&path).json::<DownloadInfo>().state,
+        DownloadState::Cancelled
+    );
+
+    node.state.lock().unwrap().downloads[0].state = DownloadState::Complete;
+    delete(&server, &path).error(409, "conflict");
+    delete(&server, &format!("/api/v1/downloads/{UNKNOWN}")).error(404, "not_found");
+    let message = delete(&server, "/api/v1/downloads/nope").error(400, "bad_request");
+    assert!(message.contains("content id"), "{message}");
+}
+
+#[test]
+fn settings_are_read_and_replaced_and_bad_ones_refused() {
+    let server = start();
+    assert_eq!(
+        server.get("/api/v1/settings").json::<Settings>(),
+        Settings::default()
+    );
+    let all = json!({
+        "upload_bytes_per_s": 1000,
+        "download_bytes_per_s": null,
+        "upload_budget_daily": 16 << 20,
+        "upload_budget_monthly": 1u64 << 40,
+    });
+    let reply = server.with_json("PUT", "/api/v1/settings", &all);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json::<Value>(), all);
+    assert_eq!(server.get("/api/v1/settings").json::<Value>(), all);
+    // PUT replaces all: absent fields are null.
+    let reply = server.with_json("PUT", "/api/v1/settings", &json!({"upload_bytes_per_s": 5}));
+    assert_eq!(
+        reply.json::<Settings>(),
+        Settings {
+            upload_bytes_per_s: Some(5),
+            ..Settings::default()
+        }
+    );
+
+    for (body, says) in [
+        (
+            json!({"upload_budget_daily": (16 << 20) - 1}),
+            "upload_budget_daily",
+        ),
+        (json!({"upload_budget_monthly": 0}), "upload_budget_monthly"),
+        (json!({"upload_bytes_per_s": 0}), "upload_bytes_per_s"),
+        (json!({"download_bytes_per_s": 0}), "download_bytes_per_s"),
+    ] {
+        let message = server
+            .with_json("PUT", "/api/v1/settings", &body)
+            .error(422, "unprocessable");
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    for (body, says) in [
+        (json!({"upload_budget": 1}), "upload_budget"),
+        (json!({"upload_bytes_per_s": -1}), "upload_bytes_per_s"),
+        (json!({"upload_bytes_per_s": "fast"}), "upload_bytes_per_s"),
+    ] {
+        let message = server
+            .with_json("PUT", "/api/v1/settings", &body)
+            .error(400, "bad_request");
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    // Nothing refused was applied.
+    assert_eq!(
+        server
+            .get("/api/v1/settings")
+            .json::<Settings>()
+            .upload_bytes_per_s,
+        Some(5)
+    );
+}
+
+#[test]
+fn offers_and_bids_are_listed_by_side() {
+    let server = start();
+    let offer: OrderInfo = server
+        .with_json(
+            "POST",
+            "/api/v1/offers",
+            &json!({"bytes": 1, "price_per_gib": 5}),
+        )
+        .json();
+    let bid: OrderInfo = server
+        .with_json(
+            "POST",
+            "/api/v1/bids",
+            &json!({"bytes": 1, "max_price_per_gib": 5}),
+        )
+        .json();
+    assert_eq!(
+        server.get("/api/v1/offers").json::<Vec<OrderInfo>>(),
+        vec![offer]
+    );
+    assert_eq!(
+        server.get("/api/v1/bids").json::<Vec<OrderInfo>>(),
+        vec![bid]
+    );
+}
+
+// ---- every route: auth, and the OpenAPI document ----
+
+/// A request path for `route`, with its parameters filled in.
+fn concrete(path: &str) -> String {
+    path.replace("{content_id}", CONTENT)
+        .replace("{peer_id}", PEER)
+        .replace("{order_id}", FOREIGN)
+}
+
+#[test]
+fn every_route_needs_the_key() {
+    let (_, routes) = tally_web::server::router_with_routes(
+        Arc::new(FakeNode::default()),
+        ApiAuth::new(KEY, "127.0.0.1:1".parse().unwrap()),
+    );
+    assert!(routes.len() >= 27, "{routes:?}");
+    let server = start();
+    for route in &routes {
+        let path = concrete(&route.path);
+        let method = route.method.as_str();
+        if (method, path.as_str()) == ("POST", "/api/v1/session") {
+            // The login takes the key in its body (tests/session.rs).
+            continue;
+        }
+        server
+            .send(method, &path, &[], None)
+            .error(401, "unauthorized");
+        server
+            .send(method, &path, &[("Authorization", "Bearer wrong")], None)
+            .error(401, "unauthorized");
+    }
+    // The shutdown route did not run.
+    assert_eq!(server.get("/api/v1/status").status, 200);
+}
+
+#[test]
+fn the_openapi_document_describes_every_route_and_nothing_else() {
+    let (_, routes) = tally_web::server::router_with_routes(
+        Arc::new(FakeNode::default()),
+        ApiAuth::new(KEY, "127.0.0.1:1".parse().unwrap()),
+    );
+    let document = tally_web::server::openapi();
+    let (missing, extra) = tally_web::openapi::undocumented(&routes, &document);
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+
+    for route in &routes {
+        let path = route.path.clone();
+        let operation = tally_web::openapi::operation(&document, &route.method, &path).unwrap();
+        let responses = &operation.responses.responses;
+        let has = |status: &str| responses.contains_key(status);
+        let what = format!("{} {path}", route.method);
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{what}: no success"
+        );
+        for status in ["401", "403", "500"] {
+            assert!(has(status), "{what}: no {status}");
+        }
+        if path.contains('{') {
+            assert!(has("400"), "{what}: a path parameter, but no 400");
+        }
+        if operation.request_body.is_some() {
+            for status in ["400", "413", "415"] {
+                assert!(has(status), "{what}: a body, but no {status}");
+            }
+        }
+        // Every error response is an ErrorBody.
+        for (status, response) in responses.iter().filter(|(s, _)| !s.starts_with('2')) {
+            let json = serde_json::to_value(response).unwrap();
+            assert_eq!(
+                json["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{what} {status}"
+            );
+        }
+    }
+    let receipts =
+        tally_web::openapi::operation(&document, &axum::http::Method::GET, "/api/v1/receipts")
+            .unwrap();
+    let params: Vec<String> = receipts
+        .parameters
+        .iter()
+        .flatten()
+        .map(|p| {
+            serde_json::to_value(p).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(params, ["peer", "limit", "cursor"]);
+}
+
+#[test]
+fn the_openapi_document_is_served_behind_the_key() {
+    let server = start();
+    server
+        .send("GET", "/api/v1/openapi.json", &[], None)
+        .error(401, "unauthorized");
+    let reply = server.get("/api/v1/openapi.json");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.content_type, "application/json");
+    let document: Value = reply.json();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(document["paths"]["/api/v1/receipts"]["get"].is_object());
+    assert!(document["components"]["schemas"]["PeerInfo"].is_object());
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+}
+
+#[test]
+fn the_fake_answers_match_the_document_schemas() {
+    let node = Arc::new(FakeNode::default());
+    let server = start_with(node.clone());
+    // Some state, so lists are not empty.
+    server.with_json(
+        "POST",
+        "/api/v1/peers",
+        &json!({"peer": format!("{PEER}@127.0.0.1:1")}),
+    );
+    server.with_json("POST", "/api/v1/content", &json!({"path": "/data/a.bin"}));
+    server.with_json(
+        "POST",
+        "/api/v1/downloads",
+        &json!({"content_id": CONTENT, "out": "/tmp/o"}),
+    );
+    server.with_json(
+        "POST",
+        "/api/v1/offers",
+        &json!({"bytes": 1, "price_per_gib": 5}),
+    );
+    let document = tally_web::server::openapi();
+    let (_, routes) = tally_web::server::router_with_routes(
+        node,
+        ApiAuth::new(KEY, "127.0.0.1:1".parse().unwrap()),
+    );
+    let mut checked = 0;
+    for route in routes
+        .iter()
+        .filter(|r| r.method == axum::http::Method::GET)
+    {
+        let path = concrete(&route.path);
+        let reply = server.get(&path);
+        let Some(schema) = tally_web::openapi::response_schema(
+            &document,
+            &route.method,
+            &route.path,
+            reply.status,
+        ) else {
+            continue;
+        };
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let body: Value = reply.json();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "GET {path}: {errors:?}\n{body}");
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} answers checked");
+    // An error answer matches ErrorBody.
+    let reply = server.get(&format!("/api/v1/downloads/{UNKNOWN}"));
+    let schema = tally_web::openapi::response_schema(
+        &document,
+        &axum::http::Method::GET,
+        "/api/v1/downloads/{content_id}",
+        404,
+    )
+    .unwrap();
+    assert!(jsonschema::is_valid(&schema, &reply.json::<Value>()));
+    // And a wrong shape does not.
+    assert!(!jsonschema::is_valid(&schema, &json!({"status": "404"})));
+}
+
+#[test]
+fn no_bad_input_to_the_new_routes_yields_5xx() {
+    let server = start();
+    for body in [
+        "",
+        "null",
+        "[]",
+        "{{",
+        "{\"upload_budget_daily\": 1e400}",
+        "{\"upload_budget_daily\": 18446744073709551616}",
+        "{\"upload_bytes_per_s\": true}",
+        "\u{0}",
+    ] {
+        let reply = server.with_body("PUT", "/api/v1/settings", body);
+        assert!(
+            (400..500).contains(&reply.status),
+            "{body:?}: {} {}",
+            reply.status,
+            reply.body
+        );
+        let _: ErrorBody = reply.json();
+    }
+    for path in [
+        "/api/v1/receipts?%FF",
+        "/api/v1/receipts?limit=%FF",
+        "/api/v1/receipts?peer=%00",
+        "/api/v1/receipts?cursor=..%2F",
+        "/api/v1/downloads/%FF",
+        "/api/v1/identity/x",
+    ] {
+        let reply = server.get(path);
+        assert!(
+            (400..500).contains(&reply.status),
+            "{path}: {} {}",
+            reply.status,
+            reply.body
+        );
+        let _: ErrorBody = reply.json();
+    }
+    let reply = delete(&server, "/api/v1/downloads/%FF%FE");
+    assert!((400..500).contains(&reply.status), "{}", reply.body);
+}
+
+// ---- the event stream and /metrics ----
+
+#[test]
+fn events_are_server_sent_events_resumed_after_the_last_event_id() {
+    let server = start();
+    let reply = server.get("/api/v1/events");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.content_type, "text/event-stream");
+    assert_eq!(
+        reply.body,
+        "id: 1\nevent: transfer\ndata: {\"up_bps\":1}\n\n\
+         id: 2\nevent: download\ndata: {\"state\":\"running\"}\n\n\
+         id: 3\nevent: reset\ndata: {}\n\n"
+    );
+    let resumed = server.send(
+        "GET",
+        "/api/v1/events?last_event_id=1",
+        &[("Authorization", &bearer()), ("Last-Event-ID", "2")],
+        None,
+    );
+    assert_eq!(resumed.body, "id: 3\nevent: reset\ndata: {}\n\n");
+    let by_query = server.get("/api/v1/events?last_event_id=2");
+    assert_eq!(by_query.body, "id: 3\nevent: reset\ndata: {}\n\n");
+    server
+        .get("/api/v1/events?last_event_id=two")
+        .error(400, "bad_request");
+    server
+        .send(
+            "GET",
+            "/api/v1/events",
+            &[("Authorization", "Bearer nope")],
+            None,
+        )
+        .error(401, "unauthorized");
+}
+
+#[test]
+fn metrics_are_prometheus_text_behind_the_api_key() {
+    let server = start();
+    let reply = server.get("/metrics");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        reply
+            .body
+            .lines()
+            .any(|l| l == "tally_payload_bytes_total{direction=\"up\"} 42"),
+        "{}",
+        reply.body
+    );
+    let refused = server.send("GET", "/metrics", &[], None);
+    refused.error(401, "unauthorized");
+    assert_eq!(refused.www_authenticate.as_deref(), Some("Bearer"));
+    server
+        .send("GET", "/metrics", &[("Authorization", "Bearer nope")], None)
+        .error(401, "unauthorized");
+    server
+        .send(
+            "POST",
+            "/metrics",
+            &[("Authorization", &bearer())],
+            Some(&b"{}"[..]),
+        )
+        .error(405, "method_not_allowed");
 }

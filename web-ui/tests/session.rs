@@ -7,113 +7,14 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde_json::{Value, json};
-use tally_web::model::{
-    BidRequest, ConnectRequest, ContentSummary, DownloadInfo, ErrorBody, GetRequest, MarketInfo,
-    OfferRequest, OrderInfo, PeerInfo, RateLimits, SessionInfo, ShareRequest, StandingInfo, Status,
-    StoreStatus, TradeInfo, TransferTotals,
-};
-use tally_web::{ApiAuth, ApiError, HexId, NodeApi, router, serve};
-use tokio::sync::Notify;
+use serde_json::json;
+use tally_web::model::{ErrorBody, SessionInfo};
+use tally_web::{ApiAuth, router, serve};
+
+mod support;
+use support::FakeNode;
 
 const KEY: &str = "7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d";
-const PEER: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-
-// ---- a node that answers just enough ----
-
-#[derive(Default)]
-struct Node {
-    limits: Mutex<RateLimits>,
-    stop: Notify,
-}
-
-fn unused<T>() -> Result<T, ApiError> {
-    Err(ApiError::unavailable("not in this test"))
-}
-
-impl NodeApi for Node {
-    async fn status(&self) -> Result<Status, ApiError> {
-        Ok(Status {
-            peer_id: PEER.parse().unwrap(),
-            network: "testnet".into(),
-            network_id: "ab".repeat(32),
-            version: "0.1.0".into(),
-            quic_addr: "127.0.0.1:7420".into(),
-            api_addr: "127.0.0.1:7421".into(),
-            uptime_s: 1,
-            peers_connected: 0,
-            store: StoreStatus {
-                receipts: 0,
-                pairs: 0,
-                conflicts: 0,
-                dishonest: 0,
-                third_party: 0,
-                tombstones: 0,
-            },
-            transfer: TransferTotals {
-                bytes_up: 0,
-                bytes_down: 0,
-            },
-            limits: *self.limits.lock().unwrap(),
-            dishonest_peers: Vec::new(),
-            gossip: Default::default(),
-            upload_budget: Default::default(),
-        })
-    }
-    async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
-        Ok(Vec::new())
-    }
-    async fn connect(&self, _: ConnectRequest) -> Result<PeerInfo, ApiError> {
-        unused()
-    }
-    async fn share(&self, _: ShareRequest) -> Result<ContentSummary, ApiError> {
-        unused()
-    }
-    async fn content(&self) -> Result<Vec<ContentSummary>, ApiError> {
-        Ok(Vec::new())
-    }
-    async fn get(&self, _: GetRequest) -> Result<DownloadInfo, ApiError> {
-        unused()
-    }
-    async fn downloads(&self) -> Result<Vec<DownloadInfo>, ApiError> {
-        Ok(Vec::new())
-    }
-    async fn download(&self, _: HexId) -> Result<DownloadInfo, ApiError> {
-        unused()
-    }
-    async fn standing(&self, _: HexId) -> Result<StandingInfo, ApiError> {
-        unused()
-    }
-    async fn ledger_export(&self) -> Result<Vec<Value>, ApiError> {
-        Ok(Vec::new())
-    }
-    async fn limits(&self) -> Result<RateLimits, ApiError> {
-        Ok(*self.limits.lock().unwrap())
-    }
-    async fn set_limits(&self, limits: RateLimits) -> Result<RateLimits, ApiError> {
-        *self.limits.lock().unwrap() = limits;
-        Ok(limits)
-    }
-    async fn shutdown(&self) -> Result<(), ApiError> {
-        self.stop.notify_one();
-        Ok(())
-    }
-    async fn market(&self) -> Result<MarketInfo, ApiError> {
-        unused()
-    }
-    async fn post_offer(&self, _: OfferRequest) -> Result<OrderInfo, ApiError> {
-        unused()
-    }
-    async fn post_bid(&self, _: BidRequest) -> Result<OrderInfo, ApiError> {
-        unused()
-    }
-    async fn cancel_order(&self, _: HexId) -> Result<(), ApiError> {
-        unused()
-    }
-    async fn trades(&self) -> Result<Vec<TradeInfo>, ApiError> {
-        Ok(Vec::new())
-    }
-}
 
 // ---- every log line of this binary, in one buffer ----
 
@@ -149,7 +50,7 @@ fn log() -> &'static Log {
 struct Server {
     runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
-    node: Arc<Node>,
+    node: Arc<FakeNode>,
     agent: ureq::Agent,
     /// Every response's headers and body, to check the key is in none.
     seen: Mutex<String>,
@@ -191,7 +92,7 @@ fn start() -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let node = Arc::new(Node::default());
+    let node = Arc::new(FakeNode::default());
     let app = router(node.clone(), ApiAuth::new(KEY, addr));
     let stop = node.clone();
     runtime.spawn(serve(
@@ -369,7 +270,10 @@ fn unsafe_requests_by_cookie_need_the_csrf_token_and_our_origin() {
     server
         .put_limits(&[("Cookie", &cookie), ("X-CSRF-Token", "not-hex")])
         .error(403, "csrf");
-    assert_eq!(server.node.limits.lock().unwrap().upload_bytes_per_s, None);
+    assert_eq!(
+        server.node.state.lock().unwrap().limits.upload_bytes_per_s,
+        None
+    );
     // Another local service's page (same site, other port) is another origin.
     server
         .put_limits(&[
@@ -395,7 +299,7 @@ fn unsafe_requests_by_cookie_need_the_csrf_token_and_our_origin() {
     let reply = server.put_limits(&[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
-        server.node.limits.lock().unwrap().upload_bytes_per_s,
+        server.node.state.lock().unwrap().limits.upload_bytes_per_s,
         Some(1000)
     );
     // A login from a foreign origin is refused too.

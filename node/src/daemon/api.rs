@@ -11,14 +11,16 @@ use tally_market::{Bid, BidTerms, Offer, OfferTerms, OrderId, Party, Side};
 use tally_web::api::NodeApi;
 use tally_web::error::ApiError;
 use tally_web::model::{
-    BidRequest, BudgetPeriod, ConnectRequest, ContentSummary, Direction as ApiDirection,
-    DownloadInfo, DownloadState, GetRequest, GossipStatus, HexId, MarketInfo, OfferRequest,
-    OrderInfo, OrderSide, PeerInfo, PeerReceipts, RateLimits, ShareRequest, StandingInfo,
-    StandingPath, Status, StoreStatus, TradeInfo, TransferTotals, UploadBudgetStatus,
+    BidRequest, BudgetPeriod, ConflictInfo, ConnectRequest, ContentSummary,
+    Direction as ApiDirection, DownloadInfo, DownloadState, GetRequest, GossipStatus, HexId,
+    Identity, MarketInfo, OfferRequest, OrderInfo, OrderSide, PeerInfo, PeerReceipts, PeerState,
+    RateLimits, ReceiptCursor, ReceiptFilter, ReceiptInfo, ReceiptPage, Settings, ShareRequest,
+    StandingInfo, StandingPath, Status, StoreStatus, TradeInfo, TransferTotals, UploadBudgetStatus,
     UploadQueueInfo,
 };
 
 use super::fetch::{DownloadStatus, Phase};
+use super::meter::Rates;
 use super::peers::{self, Direction};
 use super::{Shared, now_ms};
 use crate::config::PeerAddr;
@@ -30,7 +32,7 @@ use crate::wire::OrderMessage;
 /// An order's lifetime when the request names none.
 pub const DEFAULT_ORDER_TTL_S: u64 = 3600;
 
-fn order_info(order: &OrderView) -> OrderInfo {
+pub(crate) fn order_info(order: &OrderView) -> OrderInfo {
     OrderInfo {
         order_id: HexId(order.id.0),
         side: match order.side {
@@ -49,7 +51,7 @@ fn order_info(order: &OrderView) -> OrderInfo {
     }
 }
 
-fn trade_info(entry: &TradeEntry) -> TradeInfo {
+pub(crate) fn trade_info(entry: &TradeEntry) -> TradeInfo {
     let terms = entry.trade.terms();
     TradeInfo {
         trade_id: HexId(entry.id),
@@ -103,11 +105,12 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::internal(error.to_string())
 }
 
-fn download_info(status: &DownloadStatus) -> DownloadInfo {
+pub(crate) fn download_info(status: &DownloadStatus) -> DownloadInfo {
     let (state, error) = match status.phase() {
         Phase::Running => (DownloadState::Running, None),
         Phase::Complete => (DownloadState::Complete, None),
         Phase::Failed(why) => (DownloadState::Failed, Some(why)),
+        Phase::Cancelled => (DownloadState::Cancelled, None),
     };
     DownloadInfo {
         content_id: HexId(status.content.0),
@@ -122,16 +125,50 @@ fn download_info(status: &DownloadStatus) -> DownloadInfo {
     }
 }
 
+/// One row of the peer list, before the store and the standing are read.
+struct PeerRow {
+    peer: PeerId,
+    addr: String,
+    direction: Direction,
+    since_ms: u64,
+    sent: u64,
+    received: u64,
+    state: PeerState,
+    rates: Rates,
+}
+
+/// What [`super::peers::Peers::snapshot`] lists per live connection.
+type LiveEntry = (PeerId, std::net::SocketAddr, Direction, u64, u64, u64);
+
 impl NodeHandle {
-    fn peer_info(
-        &self,
-        peer: PeerId,
-        addr: std::net::SocketAddr,
-        direction: Direction,
-        since_ms: u64,
-        sent: u64,
-        received: u64,
-    ) -> Result<PeerInfo, ApiError> {
+    fn live_row(&self, entry: LiveEntry, now: std::time::Instant) -> PeerRow {
+        let (peer, addr, direction, since_ms, sent, received) = entry;
+        PeerRow {
+            peer,
+            addr: addr.to_string(),
+            direction,
+            since_ms,
+            sent,
+            received,
+            state: PeerState::Connected,
+            rates: self
+                .shared
+                .rates
+                .rates(&peer, since_ms, sent, received, now),
+        }
+    }
+
+    fn peer_info(&self, row: PeerRow) -> Result<PeerInfo, ApiError> {
+        let PeerRow {
+            peer,
+            addr,
+            direction,
+            since_ms,
+            sent,
+            received,
+            state,
+            rates,
+        } = row;
         let me = self.shared.me;
         let store = &self.shared.store;
         let up = store
@@ -139,19 +176,18 @@ impl NodeHandle {
                 uploader: me,
                 downloader: peer,
             })
-            .map_err(internal)?
-            .map(|r| r.seq);
+            .map_err(internal)?;
         let down = store
             .latest(&Pair {
                 uploader: peer,
                 downloader: me,
             })
-            .map_err(internal)?
-            .map(|r| r.seq);
+            .map_err(internal)?;
+        let standing = self.shared.standing.with(|s| s.of(&peer).score);
         Ok(PeerInfo {
             peer_id: HexId(*peer.as_bytes()),
-            addr: addr.to_string(),
-            connected: true,
+            addr,
+            connected: state == PeerState::Connected,
             direction: match direction {
                 Direction::Inbound => ApiDirection::In,
                 Direction::Outbound => ApiDirection::Out,
@@ -159,10 +195,36 @@ impl NodeHandle {
             since_ms,
             bytes_sent: sent,
             bytes_received: received,
-            receipts: PeerReceipts { up, down },
+            receipts: PeerReceipts {
+                up: up.map(|r| r.seq),
+                down: down.map(|r| r.seq),
+            },
+            standing,
+            credits_sent: up.map_or(0, |r| r.credits),
+            credits_received: down.map_or(0, |r| r.credits),
+            up_bps: rates.up_bps,
+            down_bps: rates.down_bps,
+            state,
         })
     }
 }
+
+fn receipt_info(receipt: &tally_ledger::Receipt) -> ReceiptInfo {
+    ReceiptInfo {
+        uploader: HexId(*receipt.uploader.as_bytes()),
+        downloader: HexId(*receipt.downloader.as_bytes()),
+        seq: receipt.seq,
+        bytes: receipt.bytes,
+        credits: receipt.credits,
+        time_ms: receipt.time_ms,
+        sig_downloader: hex::encode(receipt.sig_downloader.0),
+        sig_uploader: hex::encode(receipt.sig_uploader.0),
+    }
+}
+
+/// Longest `DELETE /api/v1/downloads/{id}` waits for the download's tasks to stop before it
+/// answers (they stop at their next await; this bounds a stuck disk write).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Chains of contribution an explanation of standing lists at most.
 const STANDING_PATHS: usize = 5;
@@ -246,9 +308,39 @@ impl NodeApi for NodeHandle {
     }
 
     async fn peers(&self) -> Result<Vec<PeerInfo>, ApiError> {
+        let now = std::time::Instant::now();
         let mut out = Vec::new();
-        for (peer, addr, direction, since, sent, received) in self.shared.peers.snapshot() {
-            out.push(self.peer_info(peer, addr, direction, since, sent, received)?);
+        for entry in self.shared.peers.snapshot() {
+            out.push(self.peer_info(self.live_row(entry, now))?);
+        }
+        for offline in self.shared.peers.offline() {
+            let last = offline.last;
+            let addr = last
+                .map(|c| c.addr.to_string())
+                .or(offline.dial_addr.clone())
+                .unwrap_or_default();
+            let direction = last.map_or(
+                if offline.dial_addr.is_some() {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                },
+                |c| c.direction,
+            );
+            out.push(self.peer_info(PeerRow {
+                peer: offline.peer,
+                addr,
+                direction,
+                since_ms: last.map_or(0, |c| c.since_ms),
+                sent: last.map_or(0, |c| c.bytes_sent),
+                received: last.map_or(0, |c| c.bytes_received),
+                state: if offline.banned {
+                    PeerState::Banned
+                } else {
+                    PeerState::Disconnected
+                },
+                rates: Rates::default(),
+            })?);
         }
         out.sort_by_key(|p| p.peer_id);
         Ok(out)
@@ -273,8 +365,7 @@ impl NodeApi for NodeHandle {
                 .into_iter()
                 .find(|entry| entry.0 == peer)
             {
-                let (peer, addr, direction, since, sent, received) = entry;
-                return self.peer_info(peer, addr, direction, since, sent, received);
+                return self.peer_info(self.live_row(entry, std::time::Instant::now()));
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(ApiError::unavailable(
@@ -522,6 +613,168 @@ impl NodeApi for NodeHandle {
         let trades = self.shared.market.trades(super::now_ms());
         Ok(trades.iter().map(trade_info).collect())
     }
+
+    async fn identity(&self) -> Result<Identity, ApiError> {
+        let shared = &self.shared;
+        let api_addr = shared
+            .api_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Ok(Identity {
+            peer_id: HexId(*shared.me.as_bytes()),
+            network: shared.network_name.clone(),
+            network_id: shared.network.to_string(),
+            quic_addr: shared.endpoint.local_addr().to_string(),
+            api_addr,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    async fn receipts(&self, filter: ReceiptFilter) -> Result<ReceiptPage, ApiError> {
+        let store = Arc::clone(&self.shared.store);
+        let after = filter.after.map(|c| Pair {
+            uploader: PeerId(c.uploader.0),
+            downloader: PeerId(c.downloader.0),
+        });
+        // One more than the page, to know whether another page follows.
+        let want = filter.limit.saturating_add(1);
+        let mut receipts = tokio::task::spawn_blocking(move || match filter.peer {
+            None => store.receipts_after(after.as_ref(), want),
+            Some(peer) => {
+                let mut all = store.receipts_of(&PeerId(peer.0))?;
+                all.sort_by_key(|r| (r.uploader, r.downloader));
+                Ok(all
+                    .into_iter()
+                    .filter(|r| {
+                        after
+                            .is_none_or(|a| (r.uploader, r.downloader) > (a.uploader, a.downloader))
+                    })
+                    .take(want)
+                    .collect())
+            }
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let next_cursor = if receipts.len() > filter.limit {
+            receipts.truncate(filter.limit);
+            receipts.last().map(|r| {
+                ReceiptCursor {
+                    uploader: HexId(*r.uploader.as_bytes()),
+                    downloader: HexId(*r.downloader.as_bytes()),
+                }
+                .to_string()
+            })
+        } else {
+            None
+        };
+        Ok(ReceiptPage {
+            receipts: receipts.iter().map(receipt_info).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn conflicts(&self) -> Result<Vec<ConflictInfo>, ApiError> {
+        let store = Arc::clone(&self.shared.store);
+        let proofs = tokio::task::spawn_blocking(move || store.conflicts())
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let mut out = Vec::with_capacity(2 * proofs.len());
+        for proof in proofs {
+            let pair = proof.pair();
+            let receipts: Vec<ReceiptInfo> =
+                proof.receipts().into_iter().map(receipt_info).collect();
+            let seq = receipts.first().map_or(0, |r| r.seq);
+            // Both keys signed both receipts: the proof marks each of them dishonest.
+            for peer in [pair.uploader, pair.downloader] {
+                out.push(ConflictInfo {
+                    peer: HexId(*peer.as_bytes()),
+                    proof_id: HexId(proof.id()),
+                    uploader: HexId(*pair.uploader.as_bytes()),
+                    downloader: HexId(*pair.downloader.as_bytes()),
+                    seq,
+                    receipts: receipts.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cancel_download(&self, content_id: HexId) -> Result<DownloadInfo, ApiError> {
+        let status = self
+            .shared
+            .downloads()
+            .get(&ContentId(content_id.0))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no download of {content_id}; `GET /api/v1/downloads` lists them"
+                ))
+            })?;
+        match status.cancel() {
+            Ok(()) => {
+                if tokio::time::timeout(CANCEL_WAIT, status.stopped())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(content = %content_id, "a cancelled download's tasks are still stopping");
+                }
+                Ok(download_info(&status))
+            }
+            Err(Phase::Complete) => Err(ApiError::conflict(format!(
+                "the download of {content_id} is complete already; there is nothing to cancel"
+            ))),
+            Err(Phase::Failed(why)) => Err(ApiError::conflict(format!(
+                "the download of {content_id} failed already ({why}); there is nothing to cancel"
+            ))),
+            Err(other) => Err(internal(format!(
+                "cannot cancel a download that is {other:?}"
+            ))),
+        }
+    }
+
+    async fn settings(&self) -> Result<Settings, ApiError> {
+        Ok(self.current_settings())
+    }
+
+    async fn set_settings(&self, settings: Settings) -> Result<Settings, ApiError> {
+        settings.check().map_err(ApiError::unprocessable)?;
+        // The budgets first: if they are refused, nothing has changed.
+        self.shared
+            .uploads
+            .set_budget_limits(settings.upload_budget_daily, settings.upload_budget_monthly)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        self.shared
+            .upload_limit
+            .set_rate(settings.upload_bytes_per_s.map(Rate));
+        self.shared
+            .download_limit
+            .set_rate(settings.download_bytes_per_s.map(Rate));
+        tracing::info!(?settings, "settings changed");
+        Ok(self.current_settings())
+    }
+
+    async fn offers(&self) -> Result<Vec<OrderInfo>, ApiError> {
+        let orders = self.shared.market.orders(Side::Offer, super::now_ms());
+        Ok(orders.iter().map(order_info).collect())
+    }
+
+    async fn bids(&self) -> Result<Vec<OrderInfo>, ApiError> {
+        let orders = self.shared.market.orders(Side::Bid, super::now_ms());
+        Ok(orders.iter().map(order_info).collect())
+    }
+
+    async fn events(&self, after: Option<u64>) -> Result<tally_web::events::EventStream, ApiError> {
+        let stop = self.shared.cancel.clone();
+        Ok(super::events::stream(&self.shared.events, stop, after))
+    }
+
+    async fn metrics(&self) -> Result<tally_web::metrics::MetricsSnapshot, ApiError> {
+        Ok(super::metrics::snapshot(&self.shared))
+    }
 }
 
 impl NodeHandle {
@@ -532,6 +785,16 @@ impl NodeHandle {
             .own_view(&id, super::now_ms())
             .map(|view| order_info(&view))
             .ok_or_else(|| internal("the order was posted but is no longer kept"))
+    }
+
+    fn current_settings(&self) -> Settings {
+        let (daily, monthly) = self.shared.uploads.budget_limits();
+        Settings {
+            upload_bytes_per_s: self.shared.upload_limit.rate().map(|r| r.0),
+            download_bytes_per_s: self.shared.download_limit.rate().map(|r| r.0),
+            upload_budget_daily: daily,
+            upload_budget_monthly: monthly,
+        }
     }
 
     fn current_limits(&self) -> RateLimits {

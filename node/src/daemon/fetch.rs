@@ -6,6 +6,12 @@
 //!
 //! Verified chunks survive a restart (the content store keeps them), so a download started again
 //! resumes where it stopped.
+//!
+//! A running download can be cancelled ([`DownloadStatus::cancel`], the API's
+//! `DELETE /api/v1/downloads/{content_id}`): its phase turns `Cancelled` at once and its tasks —
+//! the download's own, each provider's and each lane — stop; [`DownloadStatus::stopped`] waits
+//! for the last of them (and for the content store's claim on the download to be released, so
+//! it can be started again and resume).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -14,9 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tally_ledger::PeerId;
+use tally_ledger::{PeerId, Resync};
+use tally_web::events::ReceiptRole;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::peers::request;
@@ -49,6 +57,8 @@ pub enum Phase {
     Complete,
     /// Stopped; why.
     Failed(String),
+    /// Stopped by [`DownloadStatus::cancel`].
+    Cancelled,
 }
 
 /// A download's progress, shared with the API.
@@ -70,6 +80,28 @@ pub struct DownloadStatus {
     pub providers: AtomicU32,
     phase: Mutex<Phase>,
     changed: Notify,
+    /// Cancelled by [`DownloadStatus::cancel`]: the download's tasks stop.
+    stop: CancellationToken,
+    /// The download's tasks still running (and its swarm, while it holds the content store's
+    /// claim), each counted by an [`Active`] guard.
+    active: AtomicU32,
+}
+
+/// Counts one of a download's tasks as running while it lives.
+struct Active(Arc<DownloadStatus>);
+
+impl Active {
+    fn new(status: &Arc<DownloadStatus>) -> Self {
+        status.active.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(status))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 impl DownloadStatus {
@@ -84,6 +116,8 @@ impl DownloadStatus {
             providers: AtomicU32::new(0),
             phase: Mutex::new(Phase::Running),
             changed: Notify::new(),
+            stop: CancellationToken::new(),
+            active: AtomicU32::new(0),
         }
     }
 
@@ -95,12 +129,49 @@ impl DownloadStatus {
             .clone()
     }
 
+    /// Ends a running download in `phase`; one cancelled already stays cancelled.
     fn set_phase(&self, phase: Phase) {
-        *self
-            .phase
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
+        {
+            let mut current = self
+                .phase
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if *current == Phase::Running {
+                *current = phase;
+            }
+        }
         self.changed.notify_waiters();
+    }
+
+    /// Cancels the download if it is running: its phase is `Cancelled` from now on and its
+    /// tasks stop ([`DownloadStatus::stopped`] waits for them). `Ok` also if it was cancelled
+    /// before; `Err` with the phase it ended in if it is complete or failed.
+    pub fn cancel(&self) -> Result<(), Phase> {
+        {
+            let mut current = self
+                .phase
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &*current {
+                Phase::Running => *current = Phase::Cancelled,
+                Phase::Cancelled => {}
+                ended => return Err(ended.clone()),
+            }
+        }
+        self.stop.cancel();
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until none of the download's tasks runs any more.
+    pub async fn stopped(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Waits until the download is no longer running, and returns how it ended.
@@ -137,21 +208,38 @@ pub fn start(
     let status = Arc::new(DownloadStatus::new(content, out));
     downloads.insert(content, Arc::clone(&status));
     drop(downloads);
+    shared.events.download(&status, true);
     let task = {
         let shared = Arc::clone(shared);
         let status = Arc::clone(&status);
+        // Counted from now, so `stopped` never sees a task that is spawned but not yet polled
+        // as stopped.
+        let active = Active::new(&status);
         async move {
-            let phase = match run(&shared, &status).await {
-                Ok(()) => {
+            // Dropping `run` drops its providers' join set, which aborts them and their lanes.
+            let outcome = tokio::select! {
+                biased;
+                () = status.stop.cancelled() => None,
+                result = run(&shared, &status) => Some(result),
+            };
+            let phase = match outcome {
+                None => {
+                    tracing::info!("download cancelled");
+                    Phase::Cancelled
+                }
+                Some(Ok(())) => {
                     tracing::info!(out = %status.out.display(), "download complete");
                     Phase::Complete
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     tracing::warn!("download failed: {error:#}");
                     Phase::Failed(format!("{error:#}"))
                 }
             };
+            status.providers.store(0, Ordering::Relaxed);
             status.set_phase(phase);
+            shared.events.download(&status, true);
+            drop(active);
         }
     };
     let span = tracing::info_span!("get", content = %content.fmt_short());
@@ -179,6 +267,8 @@ struct Swarm {
     /// Providers that served at least one chunk: they get a final proposal.
     served_by: Mutex<HashSet<PeerId>>,
     progress: Notify,
+    /// Last, so it drops after `download` (and its claim in the content store).
+    _active: Active,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -281,6 +371,7 @@ async fn run(shared: &Arc<Shared>, status: &Arc<DownloadStatus>) -> anyhow::Resu
         excluded: Mutex::new(HashSet::new()),
         served_by: Mutex::new(HashSet::new()),
         progress: Notify::new(),
+        _active: Active::new(status),
     });
 
     let mut workers: JoinSet<PeerId> = JoinSet::new();
@@ -456,6 +547,7 @@ async fn provide(
     status: Arc<DownloadStatus>,
     conn: Connection,
 ) -> PeerId {
+    let _active = Active::new(&status);
     let peer = conn.peer_id();
     serve_from(shared, swarm, status, conn).await;
     peer
@@ -557,6 +649,7 @@ async fn lane(
     bitfield: Arc<Vec<u8>>,
     partial: bool,
 ) -> LaneEnd {
+    let _active = Active::new(&status);
     let peer = conn.peer_id();
     loop {
         if swarm.complete() || lock(&swarm.excluded).contains(&peer) {
@@ -715,6 +808,7 @@ async fn fetch_chunk(
         swarm.missing.fetch_sub(1, Ordering::AcqRel);
         status.chunks_have.fetch_add(1, Ordering::Relaxed);
         status.bytes_have.fetch_add(len, Ordering::Relaxed);
+        shared.events.download(status, false);
         swarm.progress.notify_waiters();
         shared.count_down(len);
         if let Some((_, received)) = shared.peers.counters(&peer) {
@@ -766,7 +860,10 @@ pub async fn propose(shared: &Arc<Shared>, peer: PeerId) -> anyhow::Result<()> {
         })?;
         match request(&conn, &Request::Propose(proposal)).await? {
             Response::Countersigned(receipt) => {
-                shared.pairs.accept_countersigned(peer, receipt).await?;
+                let resync = shared.pairs.accept_countersigned(peer, receipt).await?;
+                if let Resync::TheirsNewer(_) = resync {
+                    shared.events.receipt(peer, ReceiptRole::Down, &receipt);
+                }
                 if let Ok(unacknowledged) = shared.pairs.unacknowledged_from(peer) {
                     let role = tally_market::Party::Buyer;
                     shared

@@ -4,11 +4,15 @@
 //!
 //! Layout: [`peers`] (connections: accept, dial, redial, penalties), [`serve`] (answering one
 //! request: the uploader's side), [`fetch`] (downloads: the downloader's side), [`pairs`] (the
-//! receipt chains), [`api`] (the HTTP API's view of the node). Everything shared hangs off
+//! receipt chains), [`api`] (the HTTP API's view of the node), [`events`] (the event bus the
+//! API streams), [`metrics`] (the figures `/metrics` renders). Everything shared hangs off
 //! [`Shared`]; tasks are tracked so shutdown waits for them.
 
 pub mod api;
+pub mod events;
 pub mod fetch;
+pub mod meter;
+pub mod metrics;
 pub mod pairs;
 pub mod peers;
 pub mod serve;
@@ -100,6 +104,10 @@ pub struct Shared {
     pub api_addr: Mutex<Option<SocketAddr>>,
     /// Cancelled when someone asks the node to stop (the API's shutdown).
     pub stop_requested: CancellationToken,
+    /// Live transfer rates per connected peer.
+    pub rates: meter::PeerRates,
+    /// The event bus the API's event stream reads.
+    pub events: Arc<events::Events>,
 }
 
 impl Shared {
@@ -278,6 +286,8 @@ impl Node {
             tasks: TaskTracker::new(),
             api_addr: Mutex::new(None),
             stop_requested: CancellationToken::new(),
+            rates: meter::PeerRates::default(),
+            events: Arc::new(events::Events::new()),
         });
         // A cap lowered in the config takes effect now, not at the next gossip batch.
         let (store, me, cap) = (
@@ -313,6 +323,8 @@ impl Node {
         standing::start(&shared);
         upload::start(&shared);
         crate::market::start(&shared);
+        meter::start(&shared);
+        events::start(&shared);
         Ok(Self { shared })
     }
 

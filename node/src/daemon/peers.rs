@@ -29,6 +29,8 @@ pub const BAN_DURATION: Duration = Duration::from_secs(600);
 pub const FIRST_REDIAL: Duration = Duration::from_millis(500);
 /// Longest wait between two dials of a configured peer.
 pub const MAX_REDIAL: Duration = Duration::from_secs(60);
+/// Ended connections remembered for the API's peer list, at most; the oldest are forgotten.
+pub const MAX_PAST_CONNECTIONS: usize = 256;
 
 /// Which side dialed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,64 @@ struct Table {
     banned: HashMap<PeerId, Instant>,
     /// Addresses this node dials and redials (configured, or asked for through the API).
     dialing: HashMap<PeerId, String>,
+    /// The last connection of peers not connected now, for the API's peer list.
+    past: HashMap<PeerId, PastConnection>,
+}
+
+/// A connection that has ended, as the API lists its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastConnection {
+    /// The peer's address on it.
+    pub addr: std::net::SocketAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// When it was established, Unix ms.
+    pub since_ms: u64,
+    /// Payload bytes sent on it.
+    pub bytes_sent: u64,
+    /// Payload bytes received on it.
+    pub bytes_received: u64,
+}
+
+impl PastConnection {
+    fn of(entry: &PeerEntry) -> Self {
+        Self {
+            addr: entry.conn.remote_addr(),
+            direction: entry.direction,
+            since_ms: entry.since_ms,
+            bytes_sent: entry.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: entry.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A peer known but not connected now: banned, dialed, or connected before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflinePeer {
+    /// The peer.
+    pub peer: PeerId,
+    /// Banned now.
+    pub banned: bool,
+    /// The address this node dials it at, if it does.
+    pub dial_addr: Option<String>,
+    /// Its last connection, if remembered.
+    pub last: Option<PastConnection>,
+}
+
+impl Table {
+    /// Remembers the ended connection `entry` of `peer`, forgetting the oldest past the cap.
+    fn remember(&mut self, peer: PeerId, entry: &PeerEntry) {
+        self.past.insert(peer, PastConnection::of(entry));
+        if self.past.len() > MAX_PAST_CONNECTIONS
+            && let Some(oldest) = self
+                .past
+                .iter()
+                .min_by_key(|(_, c)| c.since_ms)
+                .map(|(peer, _)| *peer)
+        {
+            self.past.remove(&oldest);
+        }
+    }
 }
 
 /// The connection table.
@@ -129,6 +189,37 @@ impl Peers {
             .map(|e| (Arc::clone(&e.bytes_sent), Arc::clone(&e.bytes_received)))
     }
 
+    /// Every peer known but not connected now, with why it is known.
+    pub fn offline(&self) -> Vec<OfflinePeer> {
+        let table = self.table();
+        let now = Instant::now();
+        let live = |peer: &PeerId| {
+            table
+                .live
+                .get(peer)
+                .is_some_and(|e| e.conn.close_reason().is_none())
+        };
+        let mut known: Vec<PeerId> = table
+            .past
+            .keys()
+            .chain(table.dialing.keys())
+            .chain(table.banned.keys())
+            .copied()
+            .filter(|peer| !live(peer))
+            .collect();
+        known.sort();
+        known.dedup();
+        known
+            .into_iter()
+            .map(|peer| OfflinePeer {
+                peer,
+                banned: table.banned.get(&peer).is_some_and(|until| *until > now),
+                dial_addr: table.dialing.get(&peer).cloned(),
+                last: table.past.get(&peer).copied(),
+            })
+            .collect()
+    }
+
     /// Whether `peer` is banned now.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
         let mut table = self.table();
@@ -161,6 +252,7 @@ impl Peers {
         }
         table.banned.insert(peer, Instant::now() + BAN_DURATION);
         if let Some(entry) = table.live.remove(&peer) {
+            table.remember(peer, &entry);
             entry.conn.close(ErrorCode::Banned, why);
         }
         tracing::warn!(peer = %peer.fmt_short(), "banned for {BAN_DURATION:?}: {why}");
@@ -222,8 +314,9 @@ impl Peers {
             .live
             .get(&peer)
             .is_some_and(|e| e.conn.quinn().stable_id() == conn.quinn().stable_id())
+            && let Some(entry) = table.live.remove(&peer)
         {
-            table.live.remove(&peer);
+            table.remember(peer, &entry);
         }
     }
 
@@ -348,6 +441,7 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
             return;
         }
         tracing::info!(addr = %conn.remote_addr(), ?direction, "connected");
+        super::events::peer_connected(&shared, peer).await;
         crate::market::push_book(&shared, &conn);
         if direction == Direction::Outbound {
             let exchange = exchange_latest(&shared, &conn);
@@ -394,6 +488,7 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
                 .in_current_span(),
             );
         }
+        super::events::peer_disconnected(&shared, peer);
         shared.peers.unregister(&conn);
     }
     .instrument(span)

@@ -150,6 +150,9 @@ async fn answer(
         Request::Propose(proposal) => match shared.pairs.countersign(peer, proposal).await {
             Ok(receipt) => {
                 tracing::debug!(seq = receipt.seq, bytes = receipt.bytes, "countersigned");
+                shared
+                    .events
+                    .receipt(peer, tally_web::events::ReceiptRole::Up, &receipt);
                 if let Ok(unacknowledged) = shared.pairs.unacknowledged_to(peer) {
                     let role = tally_market::Party::Seller;
                     shared

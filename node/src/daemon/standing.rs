@@ -32,6 +32,8 @@ struct State {
     /// The sync index's mark up to which changes were taken.
     mark: u64,
     dishonest: HashSet<PeerId>,
+    /// Keys marked dishonest since the last [`StandingKeeper::take_newly_dishonest`].
+    newly_dishonest: Vec<PeerId>,
 }
 
 impl StandingKeeper {
@@ -45,6 +47,17 @@ impl StandingKeeper {
     /// Reads the standing, as of the last refresh.
     pub fn with<R>(&self, read: impl FnOnce(&Standing) -> R) -> R {
         read(&self.lock().standing)
+    }
+
+    /// Keys marked dishonest so far.
+    pub fn dishonest_count(&self) -> usize {
+        self.lock().dishonest.len()
+    }
+
+    /// The keys that refreshes marked dishonest since the last call (the event stream's
+    /// `conflict` events).
+    pub fn take_newly_dishonest(&self) -> Vec<PeerId> {
+        std::mem::take(&mut self.lock().newly_dishonest)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -93,6 +106,7 @@ impl StandingKeeper {
         for peer in dishonest {
             if state.dishonest.insert(peer) {
                 state.standing.mark_dishonest(peer);
+                state.newly_dishonest.push(peer);
             }
         }
         Ok(Some(changed.len()))
@@ -116,6 +130,7 @@ impl State {
             standing,
             mark,
             dishonest,
+            newly_dishonest: Vec::new(),
         })
     }
 }
@@ -132,6 +147,9 @@ pub fn start(shared: &Arc<Shared>) {
             let shared3 = Arc::clone(&shared2);
             let refreshed =
                 tokio::task::spawn_blocking(move || shared3.standing.refresh(&shared3.store)).await;
+            for peer in shared2.standing.take_newly_dishonest() {
+                shared2.events.conflict(peer);
+            }
             match refreshed {
                 Ok(Ok(Some(_))) => {}
                 Ok(Ok(None)) => tracing::info!(

@@ -91,6 +91,27 @@ impl UploadQueue {
         self.scheduler().set_budget(Some(budget))
     }
 
+    /// Changes the budgets' limits at runtime (`None`: no limit), keeping what was uploaded in
+    /// the current day and month. Refused, leaving the budgets as they were, if a limit is
+    /// smaller than one upload request.
+    pub fn set_budget_limits(
+        &self,
+        daily: Option<u64>,
+        monthly: Option<u64>,
+    ) -> Result<(), BudgetTooSmall> {
+        let mut scheduler = self.scheduler();
+        let mut budget = scheduler.budget().cloned().unwrap_or_default();
+        budget.set_limits(daily, monthly);
+        scheduler.set_budget(Some(budget))
+    }
+
+    /// The budgets' limits in force: (daily, monthly), `None` for no limit.
+    pub fn budget_limits(&self) -> (Option<u64>, Option<u64>) {
+        self.scheduler()
+            .budget()
+            .map_or((None, None), |b| (b.daily_limit(), b.monthly_limit()))
+    }
+
     /// What the budgets allow now.
     pub fn budget_status(&self, now_ms: u64) -> Option<BudgetStatus> {
         self.scheduler().budget().map(|b| b.status(now_ms))
@@ -107,6 +128,17 @@ impl UploadQueue {
     /// The scheduling weight of a peer of `standing`.
     pub fn weight(&self, standing: f64) -> f64 {
         self.config.weight(standing)
+    }
+
+    /// Peers, requests and bytes waiting.
+    pub fn queue_depth(&self) -> tally_market::QueueDepth {
+        self.scheduler().queue_depth()
+    }
+
+    /// Upload slots taken: chunks being written, and the one the dispatcher holds while it
+    /// waits for the next request.
+    pub fn in_flight(&self) -> usize {
+        MAX_UPLOADS_IN_FLIGHT.saturating_sub(self.slots.available_permits())
     }
 }
 

@@ -454,3 +454,47 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn learning_reports_the_orders_it_changed_as_the_book_has_them_after() {
+    let (market, me) = market(3);
+    let seller = Identity::from_secret_bytes([4; 32]);
+    let offer = offer(&seller, 1000, 10);
+    let offer_id = offer_id_of(&offer);
+    let learned = market.learn(offer, NOW).unwrap();
+    let [view] = learned.orders.as_slice() else {
+        panic!("{:?}", learned.orders)
+    };
+    assert_eq!(
+        (view.id, view.remaining, view.mine),
+        (offer_id, 1000, false)
+    );
+    assert_eq!(view.owner, seller.peer_id());
+
+    // A bid that fills part of the offer: the bid (filled, 0 left) and the offer (400 left).
+    let (bid_id, learned) = market.post(bid(&me, 600, 12), NOW).unwrap();
+    let changed: Vec<(OrderId, u64, bool)> = learned
+        .orders
+        .iter()
+        .map(|o| (o.id, o.remaining, o.mine))
+        .collect();
+    assert_eq!(changed, vec![(bid_id, 0, true), (offer_id, 400, false)]);
+
+    // The seller withdraws the rest: the offer, cancelled, nothing left.
+    let cancel = Cancel::sign(&seller, &net(), offer_id, NOW + 1);
+    let learned = market.learn(OrderMessage::Cancel(cancel), NOW + 1).unwrap();
+    let [view] = learned.orders.as_slice() else {
+        panic!("{:?}", learned.orders)
+    };
+    assert_eq!(
+        (view.id, view.remaining, view.cancelled),
+        (offer_id, 0, true)
+    );
+}
+
+fn offer_id_of(message: &OrderMessage) -> OrderId {
+    match message {
+        OrderMessage::Offer(offer) => offer.id(&net()),
+        _ => panic!("not an offer"),
+    }
+}
