@@ -1,12 +1,13 @@
 //! `tally testnet` on real nodes: an 8-node network of about 30 seconds runs to the end and its
-//! report holds every metric, computed from what the nodes did.
+//! report holds every metric, computed from what the nodes did; and the simulator, run on the
+//! same scenario, ranks its behaviours the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tally_node::testnet::real::{self, Overview, RealOptions};
-use tally_node::testnet::report::Report;
+use tally_node::testnet::report::{GroupReport, Report};
 use tally_node::testnet::scenario::Scenario;
 
 const SMALL: &str = r#"
@@ -134,4 +135,57 @@ fn an_eight_node_testnet_runs_and_reports_every_metric() {
     let overview = overview.lock().unwrap();
     assert_eq!(overview.nodes.len(), 8);
     assert!(overview.nodes.iter().all(|n| n.dashboard.is_some()));
+
+    // The simulator ranks the behaviours as the real nodes did.
+    let simulated = tally_node::testnet::sim::simulate(&scenario, &mut |_| {});
+    println!("simulated:\n{}", simulated.summary());
+    let rate = |g: &GroupReport| g.mean_download_rate;
+    let standing = |g: &GroupReport| g.mean_standing;
+    // Here the newcomer, arriving when many hold the file, is clearly the fastest; leechers and
+    // freeriders are close (upload is not scarce in this small network, so the scheduler's
+    // floor slice never binds: scenarios/freeriders.toml is where it does).
+    let compared = same_ranking(&report, &simulated, "mean_download_rate", rate);
+    assert!(
+        !compared.is_empty(),
+        "the simulation separates no two groups"
+    );
+    let compared = same_ranking(&report, &simulated, "mean_standing", standing);
+    assert!(
+        compared.contains(&("seeders".to_owned(), "freeriders".to_owned())),
+        "{compared:?}"
+    );
+}
+
+/// Checks that `real` orders every two groups as `simulated` does by `metric`, for the pairs the
+/// simulation separates clearly (one at least 25% above the other: closer pairs are within a
+/// run's noise and may come out either way), and returns those pairs, higher first.
+fn same_ranking(
+    real: &Report,
+    simulated: &Report,
+    name: &str,
+    metric: impl Fn(&GroupReport) -> Option<f64>,
+) -> Vec<(String, String)> {
+    let mut compared = Vec::new();
+    for (a, sim_a) in &simulated.groups {
+        for (b, sim_b) in &simulated.groups {
+            let (Some(x), Some(y)) = (metric(sim_a), metric(sim_b)) else {
+                continue;
+            };
+            if !(x > 0.0 && x >= 1.25 * y) {
+                continue;
+            }
+            let real_of = |n: &str| {
+                let group = &real.groups.iter().find(|(g, _)| g == n).unwrap().1;
+                metric(group).unwrap_or(0.0)
+            };
+            assert!(
+                real_of(a) > real_of(b),
+                "{name}: the simulation ranks {a} ({x:.3}) above {b} ({y:.3}), the real run does not ({:.3} vs {:.3})",
+                real_of(a),
+                real_of(b)
+            );
+            compared.push((a.clone(), b.clone()));
+        }
+    }
+    compared
 }
