@@ -280,12 +280,14 @@ fn duration(len: u64, rate: f64) -> u64 {
     ((len as f64 / rate).ceil() as u64).max(1)
 }
 
-fn window_for(score: f64) -> u64 {
+/// The window a provider gives a peer of `score`, from `floor` (the scenario's
+/// `credit_window`, else the node's default) as the node computes it.
+fn window_for(floor: u64, score: f64) -> u64 {
     credit_window(
         score,
         WindowParams {
-            floor_bytes: WINDOW_FLOOR,
-            ceiling_bytes: WINDOW_FLOOR.saturating_mul(WINDOW_GROWTH),
+            floor_bytes: floor,
+            ceiling_bytes: floor.saturating_mul(WINDOW_GROWTH),
             ..WindowParams::default()
         },
     )
@@ -319,6 +321,11 @@ fn sample<T: Copy>(items: &[T], k: usize) -> Vec<T> {
 
 impl<'a> Sim<'a> {
     /// Builds the network of `sc` and schedules its events.
+    /// Every node's credit window at the floor: the scenario's, as the real runner configures it.
+    fn window_floor(&self) -> u64 {
+        self.sc.credit_window.unwrap_or(WINDOW_FLOOR)
+    }
+
     pub fn new(sc: &'a Scenario, options: SimOptions) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
         let n = sc.peers() as usize;
@@ -718,6 +725,7 @@ impl<'a> Sim<'a> {
     /// Fills every lane of download `dl` up to [`PIPELINE`] requests.
     fn refill(&mut self, dl: u32) {
         let now_ms = self.now_ms();
+        let window_floor = self.window_floor();
         let Sim {
             nodes,
             dls,
@@ -780,7 +788,7 @@ impl<'a> Sim<'a> {
                 let score = nodes[p].standing.as_ref().map_or(0.0, |s| s.of(&pid).score);
                 // A request that cannot fit the window is refused at once.
                 let pair = pairs.get(&(from, me)).copied().unwrap_or_default();
-                if (pair.sent - pair.acked).saturating_add(len) > window_for(score) {
+                if (pair.sent - pair.acked).saturating_add(len) > window_for(window_floor, score) {
                     if !signs {
                         lane.excluded = true;
                     }
@@ -890,7 +898,7 @@ impl<'a> Sim<'a> {
             }
             let from = self.nodes[p as usize].ident;
             let to = self.nodes[dn].ident;
-            let window = window_for(self.score(p as usize, to));
+            let window = window_for(self.window_floor(), self.score(p as usize, to));
             let pair = self.pairs.entry((from, to)).or_default();
             if (pair.sent - pair.acked).saturating_add(len) > window {
                 self.refused(dl, p, chunk);

@@ -208,11 +208,10 @@ fn whitewashing_does_not_pay_with_chunk_exchange() {
     assert!(gain <= 1.0, "whitewash gain {gain}");
 }
 
-// The targets the model misses with tally's current rules; why is in
-// docs/SIMULATION.md ("Findings"). Run with `--ignored` to see where they stand.
+// The targets on the shipped scenarios. One the model still misses is `#[ignore]`d,
+// with why in docs/SIMULATION.md ("Findings"); `--ignored` shows where it stands.
 
 #[test]
-#[ignore = "missed with tally's current rules: docs/SIMULATION.md, Findings"]
 fn target_freeriders_are_three_times_slower() {
     for options in [SimOptions::default(), RANDOM] {
         let report = run(&shipped("freeriders"), options);
@@ -237,7 +236,6 @@ fn target_sybil_gain_is_at_most_five_percent() {
 }
 
 #[test]
-#[ignore = "missed with tally's current rules: docs/SIMULATION.md, Findings"]
 fn target_whitewashing_does_not_pay_with_the_nodes_chunk_pick() {
     let report = run(&shipped("whitewash"), SimOptions::default());
     let gain = report.whitewash_gain;
