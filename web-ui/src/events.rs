@@ -168,6 +168,20 @@ fn resume_after(
     }
 }
 
+/// One server-sent event as the stream frames it: the OpenAPI document's schema of each
+/// event of `GET /api/v1/events` (the stream itself is text, not JSON).
+#[derive(Debug, Clone, utoipa::ToSchema)]
+pub struct EventFrame {
+    /// The event's number: increases within one run of the node.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+    /// Its kind.
+    #[schema(pattern = "^(transfer|download|receipt|peer|order|trade|conflict|reset)$")]
+    pub event: String,
+    /// One line of JSON; docs/API.md gives its fields for each kind.
+    pub data: String,
+}
+
 /// The SSE form of an event.
 fn sse_event(event: &NodeEvent) -> Event {
     Event::default()
@@ -183,7 +197,7 @@ fn sse_event(event: &NodeEvent) -> Event {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id; a browser's `EventSource` sends it when it reconnects."),
     ),
     responses(
-        (status = 200, description = "Server-sent events until the node stops: `transfer`, `download`, `receipt`, `peer`, `order`, `trade`, `conflict`, and `reset` when the stream cannot resume where asked. docs/API.md lists each event's data.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events until the node stops: `transfer`, `download`, `receipt`, `peer`, `order`, `trade`, `conflict`, and `reset` when the stream cannot resume where asked. docs/API.md lists each event's data.", content_type = "text/event-stream", body = EventFrame),
         (status = 400, description = "The event id is not a whole number.", body = crate::model::ErrorBody),
     ))]
 pub(crate) async fn stream<N: NodeApi>(

@@ -359,6 +359,7 @@ pub struct PeerReceipts {
 pub struct ConnectRequest {
     /// `PEERID@HOST:PORT`: the peer's id (64 lowercase hex) and its QUIC address. IPv6 hosts go
     /// in brackets: `PEERID@[::1]:7420`.
+    #[schema(pattern = "^[0-9a-f]{64}@.+:[0-9]{1,5}$")]
     pub peer: String,
 }
 
@@ -433,6 +434,7 @@ impl ConnectRequest {
 pub struct ShareRequest {
     /// Path of the file to share, as the node (not the client) sees it; relative paths are
     /// relative to the node's working directory, so clients should send absolute paths.
+    #[schema(min_length = 1)]
     pub path: String,
 }
 
@@ -456,6 +458,7 @@ pub struct GetRequest {
     /// The content to fetch.
     pub content_id: HexId,
     /// Where the node writes the file, as the node sees it (send absolute paths).
+    #[schema(min_length = 1)]
     pub out: String,
 }
 
@@ -505,15 +508,18 @@ pub const MAX_ORDER_TTL_S: u64 = 7 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct OfferRequest {
     /// Bytes for sale; at least 1.
+    #[schema(minimum = 1)]
     pub bytes: u64,
     /// Credits asked per GiB (0 is free seeding).
     pub price_per_gib: u64,
     /// Most bytes per second the node will upload for it; `null` for the node's upload limit,
     /// or unlimited.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_rate: Option<u64>,
     /// Seconds the offer lives, 1 to [`MAX_ORDER_TTL_S`]; `null` for an hour.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<u64>,
 }
 
@@ -522,6 +528,7 @@ pub struct OfferRequest {
 #[serde(deny_unknown_fields)]
 pub struct BidRequest {
     /// Bytes wanted; at least 1.
+    #[schema(minimum = 1)]
     pub bytes: u64,
     /// Most credits per GiB the node will pay.
     pub max_price_per_gib: u64,
@@ -530,6 +537,7 @@ pub struct BidRequest {
     pub content_id: Option<HexId>,
     /// Seconds the bid lives, 1 to [`MAX_ORDER_TTL_S`]; `null` for an hour.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<u64>,
 }
 
@@ -752,6 +760,7 @@ pub struct ReceiptQuery {
     #[param(value_type = Option<u64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// Where to go on: the `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9a-f]{128}$")]
     pub cursor: Option<String>,
 }
 
