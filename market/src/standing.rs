@@ -1,27 +1,37 @@
 //! Standing: what each peer gave, as this node judges it from the receipts it holds.
 //!
-//! Two parts, both in credits:
+//! A bounded, personalised walk over the contribution graph (edges uploader → downloader),
+//! MeritRank's family computed exactly rather than sampled, that conserves mass at every stage:
 //!
-//! - **Direct**: credits the peer gave this node (its receipts as uploader to this node) minus
-//!   credits this node gave it.
-//! - **Transitive**: a share of what this node received, passed back along the contribution
-//!   graph to those who gave to the peers that gave to this node, at most [`StandingParams::hops`]
-//!   edges away. It is a bounded, personalised walk (MeritRank's family, computed exactly rather
-//!   than sampled): stage 1 puts on each direct contributor `j` the credits `j` gave this node;
-//!   a node reached at stage `k` passes the fraction [`StandingParams::endorse`] of what reached
-//!   it to its own contributors, in proportion to what each gave it, and keeps the rest (at the
-//!   last stage, or with no contributors to pass to, it keeps all). What a node keeps at stages
-//!   2 and later is its transitive standing; stage-1 nodes keep nothing of the walk (their direct
-//!   part already counts what they gave).
+//! - **Stage 1**: each direct contributor `j` receives what it gave this node.
+//! - **Debts first**: what reaches a node pays what this node gave it (its debt here) before
+//!   anything else, earliest stages first. Only the surplus above the debt moves on.
+//! - **Passing on**: of its surplus, a node passes the fraction [`StandingParams::endorse`] to
+//!   its own contributors and keeps the rest; at the last stage ([`StandingParams::hops`]), or
+//!   with no contributors to pass to, it keeps all.
+//! - **Split by net edge**: a contributor `c` of `v` weighs `(credits(c → v) − credits(v → c))⁺`,
+//!   so receipts a pair signs both ways for the same credits weigh nothing.
 //!
-//! Why this and not a max-flow (BarterCast): a max-flow bounds what each identity of a sybil
-//! clique can draw through the clique's attack edges, but every one of the clique's identities
-//! can draw that much again. The walk conserves mass: everything that enters a region of the
-//! graph enters through edges into it, in proportion to what those edges carry at the honest
-//! end, and is then only divided inside the region. So the clique's standing, summed over all its
-//! identities, is at most what its attack edges earned — whatever receipts its members sign
-//! among themselves. Receipts among third parties cost a clique nothing to make; here they only
-//! decide how the clique shares what it earned.
+//! A peer's raw standing is what reached it less what it passed on less its debt:
+//! `given − taken − passed + transitive` ([`PeerStanding`]), where `passed` is what it passed
+//! on of its direct balance and `transitive` what it kept of the walk's later stages.
+//!
+//! Why it bounds a sybil clique: nothing is created, so the clique's members, summed, hold at
+//! most what the walk carries into the clique across its attack edges (receipts with an honest
+//! end), in proportion to what those edges weigh at the honest end — receipts among the clique
+//! move no mass into it. Debts are netted before anything is passed on, so a member cannot keep
+//! a debt (clamped to the floor) while passing the credit that should pay it to a member that
+//! owes nothing. The clique's summed standing above the floor is at most what its attack edges
+//! earn when its members keep everything that reaches them (market/tests/standing_props.rs
+//! checks this for arbitrary receipts). A max-flow (BarterCast) bounds each identity, not their
+//! sum. What the rule does not remove: a member decides, by the receipts it countersigns as
+//! downloader, who its contributors are. One-way claims (every sybil "gave" the gateway 1 TiB)
+//! survive netting and draw the gateway's pass-on into the clique instead of to the honest
+//! peers that really uploaded to it: the clique then keeps all of the gateway's surplus where
+//! the gateway alone keeps `1 − endorse` of it, a relative gain of at most
+//! `endorse / (1 − endorse)` (1 at the default ½) above what the gateway alone would have.
+//! Sybils that owe this node absorb that mass in debt first. Receipts both ways (a mesh) gain
+//! nothing.
 //!
 //! Keys marked dishonest (a conflict proof) are out of the graph: no standing, and the walk
 //! neither reaches nor passes through them. A peer this node never heard of and a peer that only
@@ -29,7 +39,7 @@
 //! standing at or below zero), so a fresh identity gains nothing over a freerider.
 //!
 //! Updates are incremental: a receipt changes one edge, and only the walk's mass that passed
-//! through that edge's downloader is recomputed, as deltas pushed forward stage by stage: work in
+//! through that edge's two ends is recomputed, as deltas pushed forward stage by stage: work in
 //! proportion to the contributors within the remaining hops, nothing at all for a receipt
 //! between peers the walk does not reach. [`Standing::recompute`] rebuilds everything (after
 //! marking a key dishonest, and in tests to check the increments).
@@ -48,7 +58,9 @@ pub struct StandingParams {
     /// Longest chain of contributions the walk follows from this node (stage count), 1 to
     /// [`MAX_HOPS`]. 1: direct balances only.
     pub hops: u8,
-    /// Fraction of what reaches a node that it passes on to its own contributors, in [0, 1).
+    /// Fraction of a node's surplus (what reaches it above its debt to this node) that it
+    /// passes on to its own contributors, in [0, 1). Also the bound of the residual sybil
+    /// gain: `endorse / (1 − endorse)` (see the module doc).
     pub endorse: f64,
     /// Raw standing (credits) at which [`PeerStanding::score`] is one half.
     pub scale_credits: f64,
@@ -97,9 +109,14 @@ pub struct PeerStanding {
     pub given: u64,
     /// Credits this node gave the peer.
     pub taken: u64,
-    /// Transitive standing, in credits.
+    /// Credits of its direct balance the peer passed on to those who gave to it (the walk's
+    /// first stage): [`StandingParams::endorse`] of `given − taken` when that is positive, the
+    /// peer has contributors to pass to and the walk has more than one stage, else 0.
+    pub passed: f64,
+    /// Transitive standing, in credits: what reached the peer at the walk's later stages, less
+    /// what it passed on of that (what pays its debt counts as kept).
     pub transitive: f64,
-    /// `given − taken + transitive`.
+    /// `given − taken − passed + transitive`.
     pub raw: f64,
     /// `raw` mapped to [0, 1): 0 at or below zero (the floor), `2/π · atan(raw / scale)` above.
     pub score: f64,
@@ -147,6 +164,23 @@ type Node = u32;
 /// reproducible from their seed). Indexes are assigned in arrival order, not chosen by peers.
 type NodeMap<V> = HashMap<Node, V, BuildHasherDefault<DefaultHasher>>;
 
+/// What a node passes on at each stage (index `k`: stage `k + 1`); stages past the walk's
+/// last are zero.
+type Outputs = [f64; MAX_HOPS as usize];
+
+/// How a node splits what it passes on: (contributor, fraction).
+type Shares = Vec<(Node, f64)>;
+
+/// One contribution edge, as its downloader holds it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Edge {
+    /// Credits the uploader gave the downloader (its latest receipt).
+    credits: u64,
+    /// Its net weight: these credits less those the downloader gave the uploader, at least 0
+    /// (kept here so splitting a node's mass needs no look-up of the reverse edge).
+    weight: u64,
+}
+
 /// Standing of every peer, kept up to date receipt by receipt.
 #[derive(Clone, Debug)]
 pub struct Standing {
@@ -154,18 +188,19 @@ pub struct Standing {
     me: Node,
     ids: Vec<PeerId>,
     index: HashMap<PeerId, Node>,
-    /// For each node, the credits each contributor gave it (the uploader's latest receipt).
-    contributors: Vec<NodeMap<u64>>,
+    /// For each node, the credits each contributor gave it (the uploader's latest receipt) and
+    /// their net weight.
+    contributors: Vec<NodeMap<Edge>>,
+    /// For each node, what this node gave it: the debt the walk's mass pays first.
+    debts: Vec<u64>,
     /// For each node, whom it gave to (for explanations).
     gave_to: Vec<Vec<Node>>,
-    /// For each node, the sum of its eligible contributors' credits (neither this node nor
-    /// dishonest).
+    /// For each node, the sum of its eligible contributors' net weights (see
+    /// [`Standing::weight`]; contributors neither this node nor dishonest).
     eligible_total: Vec<u128>,
     dishonest: HashSet<Node>,
     /// `arrived[k][n]`: walk mass (credits) that reached node `n` at stage `k + 1`.
     arrived: Vec<Vec<f64>>,
-    /// Transitive standing (mass kept at stages 2 and later), per node.
-    kept: Vec<f64>,
     edges: usize,
 }
 
@@ -179,11 +214,11 @@ impl Standing {
             ids: Vec::new(),
             index: HashMap::new(),
             contributors: Vec::new(),
+            debts: Vec::new(),
             gave_to: Vec::new(),
             eligible_total: Vec::new(),
             dishonest: HashSet::new(),
             arrived: vec![Vec::new(); usize::from(params.hops)],
-            kept: Vec::new(),
             edges: 0,
         };
         standing.me = standing.node(me);
@@ -218,18 +253,64 @@ impl Standing {
         self.ids.push(peer);
         self.index.insert(peer, node);
         self.contributors.push(NodeMap::default());
+        self.debts.push(0);
         self.gave_to.push(Vec::new());
         self.eligible_total.push(0);
         for stage in &mut self.arrived {
             stage.push(0.0);
         }
-        self.kept.push(0.0);
         node
     }
 
     /// Whether `node` may take part in the walk as a contributor.
     fn eligible(&self, node: Node) -> bool {
-        node != self.me && !self.dishonest.contains(&node)
+        node != self.me && (self.dishonest.is_empty() || !self.dishonest.contains(&node))
+    }
+
+    /// Credits `from` gave `to` (its latest receipt), 0 if none.
+    fn credits(&self, from: Node, to: Node) -> u64 {
+        self.contributors[to as usize]
+            .get(&from)
+            .map_or(0, |e| e.credits)
+    }
+
+    /// The weight of `from` among the contributors of `to`: the net of the pair,
+    /// `(credits(from → to) − credits(to → from))⁺`. Receipts two peers sign both ways for the
+    /// same credits weigh nothing, so a clique that claims to have given each of its members
+    /// as much as it took cannot draw the walk to itself with them.
+    fn weight(&self, from: Node, to: Node) -> u64 {
+        self.contributors[to as usize]
+            .get(&from)
+            .map_or(0, |e| e.weight)
+    }
+
+    /// Records that `from` gave `to` `credits` in all, with the net weights of both directions.
+    fn set_credits(&mut self, from: Node, to: Node, credits: u64) {
+        let back = match self.contributors[from as usize].get_mut(&to) {
+            Some(edge) => {
+                edge.weight = edge.credits.saturating_sub(credits);
+                edge.credits
+            }
+            None => 0,
+        };
+        let edge = Edge {
+            credits,
+            weight: credits.saturating_sub(back),
+        };
+        self.contributors[to as usize].insert(from, edge);
+        if from == self.me {
+            self.debts[to as usize] = credits;
+        }
+    }
+
+    /// What this node gave `node`: the debt the walk's mass pays off before `node` passes any on.
+    fn debt(&self, node: Node) -> u64 {
+        self.debts[node as usize]
+    }
+
+    /// Whether any of the walk's mass reached `node`.
+    fn has_mass(&self, node: Node) -> bool {
+        self.arrived.iter().any(|stage| stage[node as usize] != 0.0)
     }
 
     /// Takes a receipt: `uploader` has given `downloader` `credits` in all (the receipt's
@@ -240,7 +321,7 @@ impl Standing {
             return false;
         }
         let (u, d) = (self.node(uploader), self.node(downloader));
-        let old = self.contributors[d as usize].get(&u).copied();
+        let old = self.contributors[d as usize].get(&u).map(|e| e.credits);
         if old.is_some_and(|held| held >= credits) || (old.is_none() && credits == 0) {
             return false;
         }
@@ -249,12 +330,8 @@ impl Standing {
             self.edges += 1;
             self.gave_to[u as usize].push(d);
         }
-        let shares_before = self.eligible(u).then(|| self.outflow_shares(d));
-        self.contributors[d as usize].insert(u, credits);
-        if self.eligible(u) {
-            self.eligible_total[d as usize] += u128::from(credits - old);
-        }
         if d == self.me {
+            self.set_credits(u, d, credits);
             if self.eligible(u) {
                 // Stage 1: the direct contributor's mass grows by what it gave more.
                 let mut delta = vec![NodeMap::default(); usize::from(self.params.hops)];
@@ -263,100 +340,112 @@ impl Standing {
             }
             return true;
         }
-        if let Some(before) = shares_before {
-            self.reshare(d, &before);
+        // The edge changes the net weight of u among d's contributors and of d among u's (or,
+        // from this node, d's debt): what either passes on may change.
+        let touched: Vec<(Node, Shares, Outputs)> = [d, u]
+            .into_iter()
+            .filter(|n| *n != self.me && self.has_mass(*n))
+            .map(|n| (n, self.outflow_shares(n), self.outputs(n)))
+            .collect();
+        let (ud_before, du_before) = (self.weight(u, d), self.weight(d, u));
+        self.set_credits(u, d, credits);
+        if self.eligible(u) {
+            let after = self.weight(u, d);
+            let total = &mut self.eligible_total[d as usize];
+            *total = *total - u128::from(ud_before) + u128::from(after);
         }
+        if self.eligible(d) && u != self.me {
+            let after = self.weight(d, u);
+            let total = &mut self.eligible_total[u as usize];
+            *total = *total - u128::from(du_before) + u128::from(after);
+        }
+        if touched.is_empty() {
+            return true;
+        }
+        let hops = usize::from(self.params.hops);
+        let mut delta: Vec<NodeMap<f64>> = vec![NodeMap::default(); hops];
+        for (n, before, out_before) in touched {
+            let after = self.outflow_shares(n);
+            let out_after = self.outputs(n);
+            for stage in 0..hops.saturating_sub(1) {
+                for (c, share) in &before {
+                    *delta[stage + 1].entry(*c).or_insert(0.0) -= out_before[stage] * share;
+                }
+                for (c, share) in &after {
+                    *delta[stage + 1].entry(*c).or_insert(0.0) += out_after[stage] * share;
+                }
+            }
+        }
+        self.propagate(delta, 1);
         true
     }
 
     /// How node `v` splits what it passes on: (contributor, fraction) over eligible
-    /// contributors; empty when it has none (then it keeps all from stage 2 on).
-    fn outflow_shares(&self, v: Node) -> Vec<(Node, f64)> {
+    /// contributors with a positive net weight; empty when it has none (then it keeps all).
+    fn outflow_shares(&self, v: Node) -> Shares {
         let total = self.eligible_total[v as usize];
         if total == 0 || v == self.me {
             return Vec::new();
         }
         self.contributors[v as usize]
             .iter()
-            .filter(|(u, c)| **c > 0 && self.eligible(**u))
-            .map(|(u, c)| (*u, *c as f64 / total as f64))
+            .filter(|(u, e)| e.weight > 0 && self.eligible(**u))
+            .map(|(u, e)| (*u, e.weight as f64 / total as f64))
             .collect()
     }
 
-    /// After the contributors of `v` changed (they were split `before`), moves the mass `v`
-    /// passed on at every stage from the old split to the new, and what `v` kept.
-    fn reshare(&mut self, v: Node, before: &[(Node, f64)]) {
-        let hops = usize::from(self.params.hops);
-        let after = self.outflow_shares(v);
-        let old: NodeMap<f64> = before.iter().copied().collect();
-        let new: NodeMap<f64> = after.iter().copied().collect();
+    /// What `v` passes on at each stage. The mass that reaches it pays its debt to this node
+    /// first (earliest stages first); of the surplus, it passes [`StandingParams::endorse`] on
+    /// to its contributors, unless it has none or the stage is the last.
+    fn outputs(&self, v: Node) -> Outputs {
+        let mut out = [0.0; MAX_HOPS as usize];
+        if v == self.me || self.eligible_total[v as usize] == 0 {
+            return out;
+        }
+        // Stage by stage rather than from running sums: once the debt is paid, a stage passes
+        // on exactly `endorse` times what reached it, so a change at one stage moves nothing
+        // at the later ones (no rounding residue for the increments to chase).
+        let mut debt = self.debt(v) as f64;
         let endorse = self.params.endorse;
-        let mut delta: Vec<NodeMap<f64>> = vec![NodeMap::default(); hops];
-        let mut any = false;
-        for stage in 0..hops {
-            let mass = self.arrived[stage][v as usize];
-            if mass == 0.0 {
-                continue;
-            }
-            let last = stage + 1 == hops;
-            if last {
-                continue;
-            }
-            any = true;
-            // What v kept at this stage (stages 2+), before and after.
-            if stage > 0 {
-                let kept_before = if before.is_empty() {
-                    mass
-                } else {
-                    (1.0 - endorse) * mass
-                };
-                let kept_after = if after.is_empty() {
-                    mass
-                } else {
-                    (1.0 - endorse) * mass
-                };
-                self.kept[v as usize] += kept_after - kept_before;
-            }
-            let passed = endorse * mass;
-            for (u, share) in &old {
-                *delta[stage + 1].entry(*u).or_insert(0.0) -= passed * share;
-            }
-            for (u, share) in &new {
-                *delta[stage + 1].entry(*u).or_insert(0.0) += passed * share;
-            }
+        for (stage, out) in out
+            .iter_mut()
+            .enumerate()
+            .take(usize::from(self.params.hops) - 1)
+        {
+            let arrived = self.arrived[stage][v as usize];
+            let paid = if debt > 0.0 {
+                arrived.clamp(0.0, debt)
+            } else {
+                0.0
+            };
+            debt -= paid;
+            *out = endorse * (arrived - paid);
         }
-        if any {
-            self.propagate(delta, 1);
-        }
+        out
     }
 
-    /// Applies mass changes `delta[k]` (stage `k + 1`) from stage index `from` on: each changes
-    /// what its node keeps and, before the last stage, what it passes on.
+    /// Applies mass changes `delta[k]` (stage `k + 1`) from stage index `from` on: each
+    /// changes what its node passes on at that stage and, through its debt, at later ones.
     fn propagate(&mut self, mut delta: Vec<NodeMap<f64>>, from: usize) {
         let hops = usize::from(self.params.hops);
-        let endorse = self.params.endorse;
         for stage in from..hops {
             let changes = std::mem::take(&mut delta[stage]);
             for (node, change) in changes {
                 if change == 0.0 {
                     continue;
                 }
+                let before = self.outputs(node);
                 self.arrived[stage][node as usize] += change;
-                let shares = if stage + 1 < hops {
-                    self.outflow_shares(node)
-                } else {
-                    Vec::new()
-                };
-                if stage > 0 {
-                    self.kept[node as usize] += if shares.is_empty() {
-                        change
-                    } else {
-                        (1.0 - endorse) * change
-                    };
-                }
-                if stage + 1 < hops {
-                    for (u, share) in shares {
-                        *delta[stage + 1].entry(u).or_insert(0.0) += endorse * change * share;
+                let after = self.outputs(node);
+                let mut shares: Option<Shares> = None;
+                for later in stage..hops.saturating_sub(1) {
+                    let passed = after[later] - before[later];
+                    if passed == 0.0 {
+                        continue;
+                    }
+                    let shares = shares.get_or_insert_with(|| self.outflow_shares(node));
+                    for (u, share) in shares.iter() {
+                        *delta[later + 1].entry(*u).or_insert(0.0) += passed * share;
                     }
                 }
             }
@@ -377,23 +466,21 @@ impl Standing {
     pub fn recompute(&mut self) {
         let hops = usize::from(self.params.hops);
         let n = self.ids.len();
-        for (v, total) in self.eligible_total.iter_mut().enumerate() {
-            *total = self.contributors[v]
+        for v in 0..n {
+            self.eligible_total[v] = self.contributors[v]
                 .iter()
-                .filter(|(u, _)| **u != self.me && !self.dishonest.contains(u))
-                .map(|(_, c)| u128::from(*c))
+                .filter(|(u, _)| self.eligible(**u))
+                .map(|(_, e)| u128::from(e.weight))
                 .sum();
         }
         for stage in &mut self.arrived {
             stage.clear();
             stage.resize(n, 0.0);
         }
-        self.kept.clear();
-        self.kept.resize(n, 0.0);
         let mut start: Vec<NodeMap<f64>> = vec![NodeMap::default(); hops];
-        for (u, c) in &self.contributors[self.me as usize] {
-            if *c > 0 && self.eligible(*u) {
-                start[0].insert(*u, *c as f64);
+        for (u, e) in &self.contributors[self.me as usize] {
+            if e.credits > 0 && self.eligible(*u) {
+                start[0].insert(*u, e.credits as f64);
             }
         }
         self.propagate(start, 0);
@@ -413,16 +500,14 @@ impl Standing {
                 ..PeerStanding::default()
             };
         }
-        let given = self.contributors[self.me as usize]
-            .get(&node)
-            .copied()
-            .unwrap_or(0);
-        let taken = self.contributors[node as usize]
-            .get(&self.me)
-            .copied()
-            .unwrap_or(0);
-        let transitive = self.kept[node as usize].max(0.0);
-        let raw = given as f64 - taken as f64 + transitive;
+        let given = self.credits(node, self.me);
+        let taken = self.debt(node);
+        let out = self.outputs(node);
+        let passed = out[0];
+        let reached: f64 = self.arrived[1..].iter().map(|s| s[node as usize]).sum();
+        let passed_later: f64 = out[1..].iter().sum();
+        let transitive = (reached - passed_later).max(0.0);
+        let raw = given as f64 - taken as f64 - passed + transitive;
         let score = if raw > 0.0 {
             std::f64::consts::FRAC_2_PI * (raw / self.params.scale_credits).atan()
         } else {
@@ -431,6 +516,7 @@ impl Standing {
         PeerStanding {
             given,
             taken,
+            passed,
             transitive,
             raw,
             score,
@@ -463,8 +549,8 @@ impl Standing {
         if standing.dishonest || target == self.me {
             return explanation;
         }
-        // Chains target = x_k → … → x_1 → me, k ≥ 2; the mass along one is what x_1 gave me,
-        // times endorse · share at each step, times what the target keeps of it.
+        // Chains target = x_k → … → x_1 → me, k ≥ 2; the mass along one is what x_1 passed on,
+        // times the share and the fraction passed on at each step, times what the target keeps.
         let hops = usize::from(self.params.hops);
         let mut found: Vec<Path> = Vec::new();
         let mut chain = vec![target];
@@ -515,28 +601,34 @@ impl Standing {
     }
 
     /// The mass the walk carries along `chain` (target first, its last node a direct
-    /// contributor of this node) and the target keeps.
+    /// contributor of this node) and the target keeps; `None` if it carries none.
     fn path_mass(&self, chain: &[Node]) -> Option<Path> {
         let first = *chain.last()?;
-        let mut mass = *self.contributors[self.me as usize].get(&first)? as f64;
-        let endorse = self.params.endorse;
-        // Walk from the direct contributor back to the target.
-        for pair in chain.windows(2).rev() {
+        let mut mass = self.outputs(first)[0];
+        // Walk from the direct contributor back to the target: at each step the receiver
+        // passes on the fraction of what reached it that its outputs say, split by weight.
+        for (stage, pair) in chain.windows(2).rev().enumerate() {
             let (giver, receiver) = (pair[0], pair[1]);
+            if stage > 0 {
+                let reached = self.arrived[stage][receiver as usize];
+                if reached <= 0.0 {
+                    return None;
+                }
+                mass *= self.outputs(receiver)[stage] / reached;
+            }
             let total = self.eligible_total[receiver as usize];
-            let credits = *self.contributors[receiver as usize].get(&giver)?;
             if total == 0 {
                 return None;
             }
-            mass *= endorse * credits as f64 / total as f64;
+            mass *= self.weight(giver, receiver) as f64 / total as f64;
         }
         let target = chain[0];
-        let stage = chain.len();
-        let keeps_all =
-            stage >= usize::from(self.params.hops) || self.outflow_shares(target).is_empty();
-        if !keeps_all {
-            mass *= 1.0 - endorse;
+        let stage = chain.len() - 1;
+        let reached = self.arrived.get(stage)?[target as usize];
+        if reached <= 0.0 || mass <= 0.0 {
+            return None;
         }
+        mass *= (reached - self.outputs(target)[stage]) / reached;
         Some(Path {
             via: chain.iter().rev().map(|n| self.ids[*n as usize]).collect(),
             credits: mass,

@@ -201,6 +201,13 @@ pub fn standing(
         human_bytes(standing.given),
         human_bytes(standing.taken)
     )?;
+    if standing.passed > 0.0 {
+        writeln!(
+            out,
+            "passed on   {} (of its direct balance, to those who gave to it)",
+            human_bytes(standing.passed as u64)
+        )?;
+    }
     writeln!(
         out,
         "transitive  {} (a share of what this node received, passed back along chains of contributions)",

@@ -269,10 +269,13 @@ pub struct StandingInfo {
     pub given: u64,
     /// Credits this node gave the peer.
     pub taken: u64,
+    /// Credits of its direct balance it passed on to those who gave to it (the walk conserves
+    /// what this node received: what a peer passes on, it no longer holds).
+    pub passed: f64,
     /// Credits that reached it through the contribution graph: a share of what this node
     /// received, passed back along chains of contributions.
     pub transitive: f64,
-    /// `given − taken + transitive`, in credits: what `score` is computed from.
+    /// `given − taken − passed + transitive`, in credits: what `score` is computed from.
     pub raw: f64,
     /// The strongest chains that carry the transitive part, strongest first.
     pub paths: Vec<StandingPath>,

@@ -279,3 +279,112 @@ proptest! {
         }
     }
 }
+
+/// How a clique of identities 100..110 (the gateway is 100) signs receipts among itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Claims {
+    /// No receipts among the clique: the gateway's standing alone, for comparison.
+    None,
+    /// Every member to every other, both ways, 1 TiB each.
+    Mesh,
+    /// Every other member to the gateway, one way, 1 TiB each.
+    Star,
+}
+
+/// The clique's summed standing above the floor at me and the gateway's own, when the gateway
+/// uploads to me directly (40 MiB), downloads from me (10 MiB), uploads to honest node 3
+/// (30 MiB) and downloaded from honest seeders 1 and 2 (16 MiB each); the other nine members
+/// each downloaded 8 MiB from honest node 4 and, `with_debts`, 8 MiB from me.
+fn gateway_case(claims: Claims, with_debts: bool) -> (f64, f64) {
+    let mut s = standing();
+    let mut rng = 11u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut held: HashMap<(u32, u32), u64> = HashMap::new();
+    for _ in 0..40 {
+        let up = 1 + (next() % 6) as u32;
+        let down = (next() % 7) as u32; // 0 is me
+        if up != down {
+            let credits = held.entry((up, down)).or_insert(0);
+            *credits += (1 + next() % 50) * MIB;
+            s.observe(peer(up), peer(down), *credits);
+        }
+    }
+    let gateway = 100;
+    s.observe(peer(1), peer(gateway), 16 * MIB);
+    s.observe(peer(2), peer(gateway), 16 * MIB);
+    s.observe(peer(gateway), peer(ME), 40 * MIB);
+    s.observe(peer(ME), peer(gateway), 10 * MIB);
+    s.observe(peer(gateway), peer(3), 30 * MIB);
+    for sybil in 101..110u32 {
+        s.observe(peer(4), peer(sybil), 8 * MIB);
+        if with_debts {
+            s.observe(peer(ME), peer(sybil), 8 * MIB);
+        }
+    }
+    for a in 100..110u32 {
+        for b in 100..110u32 {
+            let claimed = match claims {
+                Claims::None => false,
+                Claims::Mesh => a != b,
+                Claims::Star => a != b && b == gateway,
+            };
+            if claimed {
+                s.observe(peer(a), peer(b), 1 << 40);
+            }
+        }
+    }
+    assert_incremental_matches_recompute(&s, 7);
+    let clique = (100..110u32).map(|i| s.of(&peer(i)).raw.max(0.0)).sum();
+    (clique, s.of(&peer(gateway)).raw.max(0.0))
+}
+
+/// The case `a_sybil_clique_gains_no_more_than_its_attack_edge_carries` leaves out: the
+/// gateway gives to me directly and owes me too. Stage 1 is netted and conserved, so the
+/// gateway passes on only half its surplus, and receipts the clique signs both ways weigh
+/// nothing in the split: the clique ends where its gateway would alone.
+#[test]
+fn a_gateway_that_gives_to_me_and_owes_me_draws_nothing_from_a_mesh_clique() {
+    for with_debts in [true, false] {
+        let (_, alone) = gateway_case(Claims::None, with_debts);
+        let (clique, gateway) = gateway_case(Claims::Mesh, with_debts);
+        assert!(alone > 0.0, "the attack edge earned something");
+        let gain = clique / alone - 1.0;
+        println!("mesh clique, debts {with_debts}: {clique:.0} against {alone:.0}: {gain:+.9}");
+        assert!(gain.abs() <= 1e-9, "relative gain {gain}");
+        assert!((gateway - alone).abs() <= 1e-9 * alone);
+    }
+    // The gateway keeps half of its surplus of 30 MiB (it passes the rest to the seeders 1
+    // and 2, who gave to it), whatever else reaches it later.
+    let (_, alone) = gateway_case(Claims::None, true);
+    assert!(alone >= (15 * MIB) as f64 * (1.0 - 1e-12));
+}
+
+/// One-way claims are not cancelled by netting: the gateway names its sybils as the ones who
+/// gave to it and passes them what an honest peer would pass to its real contributors. What
+/// reaches them pays their debts to me first; above that, the clique keeps what its gateway
+/// passed on, `endorse / (1 − endorse)` of what the gateway alone keeps at most. This is the
+/// residual gain of the rule (docs/ARCHITECTURE.md, "standing").
+#[test]
+fn a_one_way_clique_gains_at_most_what_its_gateway_passes_on() {
+    let e = StandingParams::default().endorse;
+    let (_, owing_alone) = gateway_case(Claims::None, true);
+    let (owing, _) = gateway_case(Claims::Star, true);
+    assert!(
+        (owing - owing_alone).abs() <= 1e-9 * owing_alone,
+        "sybils that owe me more than reaches them gain nothing: {owing} against {owing_alone}"
+    );
+    let (_, alone) = gateway_case(Claims::None, false);
+    let (clique, _) = gateway_case(Claims::Star, false);
+    let gain = clique / alone - 1.0;
+    println!(
+        "star clique without debts: {clique:.0} against {alone:.0}: {gain:+.6} (bound {:.6})",
+        e / (1.0 - e)
+    );
+    assert!(gain > 0.0, "the residual the rule does not remove");
+    assert!(gain <= e / (1.0 - e) * (1.0 + 1e-9), "relative gain {gain}");
+}

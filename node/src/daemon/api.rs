@@ -478,6 +478,7 @@ impl NodeApi for NodeHandle {
             dishonest: s.dishonest,
             given: s.given,
             taken: s.taken,
+            passed: s.passed,
             transitive: s.transitive,
             raw: s.raw,
             paths: why

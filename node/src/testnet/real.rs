@@ -998,7 +998,8 @@ pub fn init_dir(scenario: &Scenario, dir: &Path) -> anyhow::Result<PeerId> {
 
 /// Seeds a sybil clique: every member of a sybil group (`nodes` lists each node's group,
 /// ordinal and data directory) holds receipts, signed by both sides, claiming the group's
-/// `claim` in each direction between every two members; gossip spreads them.
+/// `claim` in each direction between every two members (`claim_shape = "star"`: from every
+/// other member to the gateway only); gossip spreads them.
 pub fn seed_sybil_receipts(
     scenario: &Scenario,
     nodes: &[(usize, u32, PathBuf)],
@@ -1018,9 +1019,9 @@ pub fn seed_sybil_receipts(
             .map(|dir| crate::id_cmd::load_identity(&DataDir::new(dir)))
             .collect::<Result<_, _>>()?;
         let mut lines = Vec::new();
-        for up in &identities {
-            for down in &identities {
-                if up.peer_id() == down.peer_id() {
+        for (oa, up) in identities.iter().enumerate() {
+            for (ob, down) in identities.iter().enumerate() {
+                if !group.claim_shape.claims(oa as u32, ob as u32) {
                     continue;
                 }
                 let receipt: Receipt = ReceiptBody {

@@ -101,6 +101,32 @@ pub struct Group {
     pub churn: Option<Churn>,
     /// What a sybil clique's members claim to have given one another, bytes (sybils only).
     pub sybil_claim: Option<u64>,
+    /// Between which members a sybil clique claims it (sybils only; `Mesh` by default).
+    pub claim_shape: ClaimShape,
+}
+
+/// Between which members a sybil clique claims its `claim`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimShape {
+    /// Every member to every other, both ways.
+    #[default]
+    Mesh,
+    /// Every other member to the gateway (the first member), one way only: receipts no
+    /// netting of the pair's two directions cancels.
+    Star,
+}
+
+impl ClaimShape {
+    /// Whether the clique claims that member `up` gave member `down` (ordinals in the group;
+    /// the gateway is 0).
+    pub fn claims(self, up: u32, down: u32) -> bool {
+        up != down
+            && match self {
+                ClaimShape::Mesh => true,
+                ClaimShape::Star => down == 0,
+            }
+    }
 }
 
 /// A churner's cycle: online, then offline, repeated from its start.
@@ -255,6 +281,7 @@ struct GroupFile {
     offline_s: Option<u64>,
     #[serde(default, deserialize_with = "size_opt")]
     claim: Option<u64>,
+    claim_shape: Option<ClaimShape>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -572,6 +599,10 @@ fn check(raw: File, c: &Checker<'_>, default_name: &str) -> Result<Scenario, Sce
             }
             (_, None) => None,
         };
+        if g.role != Role::Sybil && g.claim_shape.is_some() {
+            return Err(c.fail(&at("claim_shape"), "only a sybil group claims receipts"));
+        }
+        let claim_shape = g.claim_shape.unwrap_or_default();
         let pick =
             |own: Option<Option<u64>>, default: Option<Option<u64>>| own.or(default).flatten();
         groups.push(Group {
@@ -583,6 +614,7 @@ fn check(raw: File, c: &Checker<'_>, default_name: &str) -> Result<Scenario, Sce
             join_at_s,
             churn,
             sybil_claim,
+            claim_shape,
         });
     }
     let find = |name: &str| groups.iter().position(|g| g.name == name);

@@ -188,6 +188,7 @@ impl NodeApi for FakeNode {
             dishonest: false,
             given: 0,
             taken: 0,
+            passed: 0.0,
             transitive: 0.0,
             raw: 0.0,
             paths: Vec::new(),

@@ -544,12 +544,11 @@ impl<'a> Sim<'a> {
         // The cliques' receipts among themselves, known everywhere from the start.
         for ci in 0..sim.cliques.len() {
             let members = sim.cliques[ci].members.clone();
-            let claim = sc.groups[sim.nodes[members[0] as usize].group as usize]
-                .sybil_claim
-                .unwrap_or(0);
-            for &a in &members {
-                for &b in &members {
-                    if a == b {
+            let group = &sc.groups[sim.nodes[members[0] as usize].group as usize];
+            let (claim, shape) = (group.sybil_claim.unwrap_or(0), group.claim_shape);
+            for (oa, &a) in members.iter().enumerate() {
+                for (ob, &b) in members.iter().enumerate() {
+                    if !shape.claims(oa as u32, ob as u32) {
                         continue;
                     }
                     let (ia, ib) = (sim.nodes[a as usize].ident, sim.nodes[b as usize].ident);
