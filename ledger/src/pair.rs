@@ -220,6 +220,11 @@ impl DownloaderPair {
 pub struct UploaderPair {
     agreed: Agreed,
     sent_bytes: u64,
+    /// Bytes this side may have sent before it lost count (a restart resumes from the latest
+    /// receipt, not from what was sent): a proposal may claim up to this many more than
+    /// `sent_bytes`, with no credits due for them (their price is not known). Used up as
+    /// receipts cover them; see [`UploaderPair::with_uncounted`].
+    uncounted: u64,
     /// Cumulative (bytes, credits) points where the price changed; credits due for any byte
     /// count are interpolated between them. At par this stays two points.
     schedule: Vec<(u64, u64)>,
@@ -245,8 +250,20 @@ impl UploaderPair {
                 latest,
             },
             sent_bytes: start.0,
+            uncounted: 0,
             schedule: vec![start],
         }
+    }
+
+    /// Lets the downloader claim up to `bytes` more than this side counts as sent: what it may
+    /// have sent, unacknowledged, before it lost count. A node resuming a pair from its store
+    /// (after a restart or a crash) passes the largest credit window it grants, which bounds
+    /// those bytes. Without it the downloader, which counted them, stays ahead by as many bytes
+    /// for good: every proposal it makes is refused as claiming more than was sent, and the
+    /// pair stalls once the credit window fills.
+    pub fn with_uncounted(mut self, bytes: u64) -> Self {
+        self.uncounted = bytes;
+        self
     }
 
     /// The latest receipt both signed.
@@ -323,7 +340,7 @@ impl UploaderPair {
             });
         }
         proposal.verify(&self.agreed.network)?;
-        if body.bytes > self.sent_bytes {
+        if body.bytes > self.sent_bytes.saturating_add(self.uncounted) {
             return Err(Refusal::MoreThanSent {
                 claimed: body.bytes,
                 sent: self.sent_bytes,
@@ -341,7 +358,8 @@ impl UploaderPair {
                 latest_credits: latest.credits,
             });
         }
-        let due = self.credits_due(body.bytes);
+        // Bytes past those counted were sent before the count was lost: nothing known is due.
+        let due = self.credits_due(body.bytes.min(self.sent_bytes));
         if body.credits < due {
             return Err(Refusal::TooFewCredits {
                 offered: body.credits,
@@ -363,6 +381,15 @@ impl UploaderPair {
         let receipt = proposal.countersign(me, &self.agreed.network);
         let verified = receipt.verify(&self.agreed.network)?;
         self.agreed.latest = Some(receipt);
+        if receipt.bytes > self.sent_bytes {
+            // Bytes sent before the count was lost: the downloader's count is the best there is.
+            self.uncounted = self
+                .uncounted
+                .saturating_sub(receipt.bytes - self.sent_bytes);
+            self.sent_bytes = receipt.bytes;
+            self.schedule = vec![(receipt.bytes, receipt.credits)];
+            return Ok(verified);
+        }
         // Points before the agreed byte count can no longer be asked about.
         while self.schedule.len() > 2 && self.schedule[1].0 <= receipt.bytes {
             self.schedule.remove(0);

@@ -313,3 +313,55 @@ fn a_restarted_downloader_never_reuses_a_proposed_seq() {
     let b = next.countersign(&t.up_id, &net());
     assert!(crate::receipt::ConflictProof::new(a, b).is_err());
 }
+
+#[test]
+fn a_restarted_uploader_countersigns_the_bytes_it_sent_before_it_lost_count() {
+    let mut t = two();
+    t.transfer(1000);
+    t.round(10);
+    // 600 bytes arrive unacknowledged; then the uploader restarts from its store and has lost
+    // count of them, and sends 300 more.
+    t.transfer(600);
+    let latest = t.up.latest().copied();
+    let window = 4096;
+    t.up = UploaderPair::new(net(), t.up_id.peer_id(), t.down_id.peer_id(), latest)
+        .with_uncounted(window);
+    t.transfer(300);
+    // The downloader claims all 1900: more than the 1300 the uploader counts, within what it
+    // may have sent before the restart. It is countersigned (without the allowance, it was
+    // refused as more than sent, and so was every later proposal: the pair stalled).
+    let receipt = t.round(20);
+    assert_eq!(
+        (receipt.seq, receipt.bytes, receipt.credits),
+        (2, 1900, 1900)
+    );
+    assert_eq!(t.up.unacknowledged(), 0);
+    t.transfer(100);
+    assert_eq!(t.round(30).bytes, 2000);
+    // The allowance is used up as claims cover it, and no claim goes past it.
+    t.down.record_received(window, window).unwrap();
+    let proposal = t.down.propose(&t.down_id, 40).unwrap();
+    assert!(matches!(
+        t.up.countersign(&t.up_id, &proposal),
+        Err(Refusal::MoreThanSent { .. })
+    ));
+}
+
+#[test]
+fn a_restarted_uploader_still_asks_the_credits_due_for_what_it_counts() {
+    let mut t = two();
+    t.transfer(1000);
+    t.round(10);
+    t.down.record_received(600, 0).unwrap();
+    let latest = t.up.latest().copied();
+    t.up = UploaderPair::new(net(), t.up_id.peer_id(), t.down_id.peer_id(), latest)
+        .with_uncounted(4096);
+    t.up.record_sent(300, 300).unwrap();
+    // 300 credits are due for the bytes the uploader counts; the proposal offers 100 in all.
+    t.down.record_received(300, 100).unwrap();
+    let proposal = t.down.propose(&t.down_id, 20).unwrap();
+    assert!(matches!(
+        t.up.countersign(&t.up_id, &proposal),
+        Err(Refusal::TooFewCredits { .. })
+    ));
+}

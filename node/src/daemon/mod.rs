@@ -265,7 +265,8 @@ impl Node {
                 tally_market::BookConfig::default(),
             ),
             me: identity.peer_id(),
-            pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store)),
+            pairs: pairs::Pairs::new(Arc::clone(&identity), network, Arc::clone(&store))
+                .with_uncounted(settings.credit_window.saturating_mul(CREDIT_WINDOW_GROWTH)),
             identity,
             network_name: config.network.clone(),
             network,

@@ -49,6 +49,9 @@ pub struct Pairs {
     me: PeerId,
     network: NetworkId,
     store: Arc<Store>,
+    /// What a downloader may claim beyond what this process counts as sent to it: the bytes it
+    /// may have sent, unacknowledged, before a restart (see [`Pairs::with_uncounted`]).
+    uncounted: u64,
     state: Mutex<State>,
     /// Woken whenever a proposal stops being in flight.
     answered: Notify,
@@ -74,9 +77,21 @@ impl Pairs {
             identity,
             network,
             store,
+            uncounted: 0,
             state: Mutex::new(State::default()),
             answered: Notify::new(),
         }
+    }
+
+    /// Lets every upload pair that this process loads from the store with a receipt
+    /// countersign up to `bytes` more than it counts as sent: the largest credit window this
+    /// node grants, which bounds what it may have sent unacknowledged before a restart or a
+    /// crash. Without it a downloader that received those bytes is refused ever after
+    /// ([`tally_ledger::UploaderPair::with_uncounted`]). A pair without a receipt gets none:
+    /// bytes sent before its first receipt and lost in a restart still stall it.
+    pub fn with_uncounted(mut self, bytes: u64) -> Self {
+        self.uncounted = bytes;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -99,7 +114,13 @@ impl Pairs {
                     uploader: self.me,
                     downloader: peer,
                 })?;
-                entry.insert(UploaderPair::new(self.network, self.me, peer, latest))
+                // Only a pair that has a receipt can have been running before this process;
+                // a new one gets no allowance, so a claim past what was sent is still refused.
+                let uncounted = if latest.is_some() { self.uncounted } else { 0 };
+                entry.insert(
+                    UploaderPair::new(self.network, self.me, peer, latest)
+                        .with_uncounted(uncounted),
+                )
             }
         })
     }
