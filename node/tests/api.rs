@@ -682,3 +682,24 @@ fn cancelling_a_download_stops_its_tasks_and_a_new_start_resumes_it() {
         seeder.node.stop().await;
     });
 }
+
+#[test]
+fn a_peer_that_cannot_be_reached_is_422_not_a_server_error() {
+    let rt = runtime();
+    let client = Client::new();
+    let node = rt.block_on(start_node(|_| {}));
+    let stranger = Identity::generate(&mut rand::rng()).peer_id();
+    // `.invalid` never resolves (RFC 6761): the caller's address is at fault, not the node.
+    let reply = client.call(
+        &node,
+        Method::POST,
+        "/peers",
+        "/api/v1/peers",
+        Some(json!({"peer": format!("{}@no-such-host.invalid:7420", hex(stranger))})),
+    );
+    let message = client.error(reply, 422, "unprocessable");
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(message.contains("check the address"), "{message}");
+    // The node is still up.
+    client.get(&node, "/status", "/api/v1/status");
+}

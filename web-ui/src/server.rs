@@ -350,7 +350,8 @@ async fn peers<N: NodeApi>(State(node): Shared<N>) -> JsonResult<Vec<PeerInfo>> 
         (status = 400, description = "Malformed body or `peer` (not `PEERID@HOST:PORT`), or the node itself.", body = ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
-        (status = 503, description = "The peer cannot be reached, or the connection closed at once.", body = ErrorBody),
+        (status = 422, description = "The peer cannot be reached: its host does not resolve, nobody answers, or the node there is not `PEERID`.", body = ErrorBody),
+        (status = 503, description = "Connected, but the connection closed at once.", body = ErrorBody),
     ))]
 async fn connect<N: NodeApi>(
     State(node): Shared<N>,

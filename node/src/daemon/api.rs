@@ -352,9 +352,13 @@ impl NodeApi for NodeHandle {
             .parse()
             .map_err(|e: anyhow::Error| ApiError::bad_request(format!("{e:#}")))?;
         let peer = target.peer_id;
-        peers::connect(&self.shared, target)
-            .await
-            .map_err(|e| ApiError::unavailable(format!("cannot connect: {e:#}")))?;
+        // The address is the caller's: one that does not resolve, where nobody answers, or whose
+        // node is not `PEERID` is input the node cannot act on (422), not a failure of the node.
+        peers::connect(&self.shared, target).await.map_err(|e| {
+            ApiError::unprocessable(format!(
+                "cannot connect: {e:#}; check the address and that the peer is running"
+            ))
+        })?;
         // The driver registers the connection as it starts; wait for it briefly.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
