@@ -141,6 +141,17 @@ struct PeerRow {
 type LiveEntry = (PeerId, std::net::SocketAddr, Direction, u64, u64, u64);
 
 impl NodeHandle {
+    /// `peer`'s `PeerInfo` if it is connected now: its row alone, without building the list.
+    pub(crate) fn connected_peer(&self, peer: PeerId) -> Option<Result<PeerInfo, ApiError>> {
+        let entry = self
+            .shared
+            .peers
+            .snapshot()
+            .into_iter()
+            .find(|entry| entry.0 == peer)?;
+        Some(self.peer_info(self.live_row(entry, std::time::Instant::now())))
+    }
+
     fn live_row(&self, entry: LiveEntry, now: std::time::Instant) -> PeerRow {
         let (peer, addr, direction, since_ms, sent, received) = entry;
         PeerRow {
@@ -362,14 +373,8 @@ impl NodeApi for NodeHandle {
         // The driver registers the connection as it starts; wait for it briefly.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            if let Some(entry) = self
-                .shared
-                .peers
-                .snapshot()
-                .into_iter()
-                .find(|entry| entry.0 == peer)
-            {
-                return self.peer_info(self.live_row(entry, std::time::Instant::now()));
+            if let Some(info) = self.connected_peer(peer) {
+                return info;
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(ApiError::unavailable(

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tally_ledger::{PeerId, Receipt};
 use tally_market::OrderId;
-use tally_web::api::NodeApi as _;
 use tally_web::events::{
     ConflictEvent, EventKind, EventStream, NodeEvent, ReceiptEvent, ReceiptRole, TransferEvent,
 };
@@ -278,10 +277,7 @@ pub fn stream(events: &Arc<Events>, stop: CancellationToken, after: Option<u64>)
 
 /// `peer`'s connection is registered: publishes its `PeerInfo`.
 pub async fn peer_connected(shared: &Arc<Shared>, peer: PeerId) {
-    let Ok(peers) = NodeHandle::new(Arc::clone(shared)).peers().await else {
-        return;
-    };
-    let Some(info) = peers.into_iter().find(|p| p.peer_id.0 == *peer.as_bytes()) else {
+    let Some(Ok(info)) = NodeHandle::new(Arc::clone(shared)).connected_peer(peer) else {
         return;
     };
     let Ok(value) = serde_json::to_value(&info) else {
