@@ -140,15 +140,19 @@ impl DownloaderPair {
 
     /// Counts `bytes` of verified payload received, for which `credits` are owed (equal to
     /// `bytes` at par).
+    /// A refused count changes nothing (both sums are checked before either is kept), as
+    /// [`UploaderPair::record_sent`] does.
     pub fn record_received(&mut self, bytes: u64, credits: u64) -> Result<(), Refusal> {
-        self.received_bytes = self
+        let received_bytes = self
             .received_bytes
             .checked_add(bytes)
             .ok_or(Refusal::Overflow)?;
-        self.owed_credits = self
+        let owed_credits = self
             .owed_credits
             .checked_add(credits)
             .ok_or(Refusal::Overflow)?;
+        self.received_bytes = received_bytes;
+        self.owed_credits = owed_credits;
         Ok(())
     }
 
@@ -164,7 +168,9 @@ impl DownloaderPair {
 
     /// The next proposal, or `None` when everything received is already agreed. Never signs two
     /// bodies with one seq: an unanswered proposal with the same counters is sent again as it
-    /// was; new counters get a new seq. Record the body durably before sending it.
+    /// was; new counters get a new seq. Record the body durably before sending it. `None` too
+    /// when the chain has used every seq (the agreed receipt is at `u64::MAX`): no later receipt
+    /// can exist.
     pub fn propose(&mut self, me: &Identity, now_ms: u64) -> Option<Proposal> {
         let counters = (self.received_bytes, self.owed_credits);
         let agreed = self.agreed.latest.map(|r| (r.bytes, r.credits));
@@ -181,7 +187,7 @@ impl DownloaderPair {
             .agreed
             .seq()
             .max(self.last_proposed.map_or(0, |p| p.seq))
-            + 1;
+            .checked_add(1)?;
         let body = ReceiptBody {
             uploader: self.agreed.pair.uploader,
             downloader: self.agreed.pair.downloader,

@@ -228,6 +228,43 @@ fn counters_refuse_to_overflow() {
     assert_eq!(t.up.record_sent(1, 1), Err(Refusal::Overflow));
 }
 
+// Found by the `receipts` fuzz target: a count refused for its credits had already added its
+// bytes, so the downloader's counters left the uploader's behind.
+#[test]
+fn a_refused_count_changes_nothing() {
+    let mut t = two();
+    t.down.record_received(1, u64::MAX).unwrap();
+    assert_eq!(t.down.record_received(5, 1), Err(Refusal::Overflow));
+    assert_eq!(t.down.received_bytes(), 1);
+    assert_eq!(t.down.unacknowledged(), 1);
+    t.up.record_sent(1, u64::MAX).unwrap();
+    assert_eq!(t.up.record_sent(5, 1), Err(Refusal::Overflow));
+    assert_eq!(t.up.sent_bytes(), 1);
+}
+
+// Found by the `receipts` fuzz target: after adopting a receipt at seq u64::MAX, the next
+// proposal's seq overflowed (a panic with overflow checks, seq 0 without).
+#[test]
+fn no_proposal_after_the_last_seq() {
+    let mut t = two();
+    let last = ReceiptBody {
+        uploader: t.up_id.peer_id(),
+        downloader: t.down_id.peer_id(),
+        seq: u64::MAX,
+        bytes: 10,
+        credits: 10,
+        time_ms: 1,
+    }
+    .propose(&t.down_id, &net())
+    .countersign(&t.up_id, &net());
+    assert!(matches!(
+        t.down.resync(Some(&last)),
+        Ok(Resync::TheirsNewer(_))
+    ));
+    t.down.record_received(5, 5).unwrap();
+    assert_eq!(t.down.propose(&t.down_id, 2), None);
+}
+
 #[test]
 fn resync_on_reconnect_adopts_the_higher_valid_receipt() {
     let mut t = two();

@@ -58,7 +58,8 @@ impl Hello {
     }
 
     /// Checks a peer's Hello against our network: the code to close with and why, if refused.
-    pub(crate) fn check(&self, ours: &NetworkId) -> Result<(), Refusal> {
+    /// Public so that the fuzz targets check decoded Hellos exactly as the handshake does.
+    pub fn check(&self, ours: &NetworkId) -> Result<(), Refusal> {
         if self.protocol_version != PROTOCOL_VERSION {
             return Err(Refusal {
                 code: ErrorCode::IncompatibleVersion,
@@ -86,8 +87,10 @@ impl Hello {
 
 /// A Hello we refuse: the close code and a reason for the peer and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal {
+pub struct Refusal {
+    /// The code the connection is closed with.
     pub code: ErrorCode,
+    /// Why, for the peer and the logs.
     pub reason: String,
 }
 

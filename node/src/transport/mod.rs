@@ -27,4 +27,6 @@ pub use config::TransportConfig;
 pub use endpoint::{Connection, Endpoint, UdpBuffers};
 pub use error::{ErrorCode, TransportError};
 pub use frame::{FrameError, FrameReader, FrameWriter, MAX_FRAME};
-pub use hello::{FEATURES, Hello, MAX_AGENT_LEN, MAX_HELLO_FRAME, PROTOCOL_VERSION};
+pub use hello::{
+    FEATURES, Hello, MAX_AGENT_LEN, MAX_HELLO_FRAME, PROTOCOL_VERSION, Refusal as HelloRefusal,
+};
