@@ -8,7 +8,7 @@
 //! an argument. The node drives it; the testnet's simulator drives the same code on simulated
 //! time. Modules: [`standing`] (who gave what, judged from the receipts held), [`scheduler`] (who
 //! is uploaded to next, weighted by standing, with a slice for the floor), [`window`] (credit
-//! windows from standing), [`budget`] (daily and monthly upload caps), [`order`] (signed,
+//! windows from standing), [`stranger`] (the one allowance all strangers share), [`budget`] (daily and monthly upload caps), [`order`] (signed,
 //! expiring offers, bids and cancellations), [`book`] (the order book: price-time matching with
 //! partial fills), [`trade`] (agreements signed by both sides, and a trade's life until it is
 //! settled).
@@ -20,6 +20,7 @@ pub mod budget;
 pub mod order;
 pub mod scheduler;
 pub mod standing;
+pub mod stranger;
 pub mod trade;
 pub mod window;
 
@@ -34,6 +35,7 @@ pub use scheduler::{
     QueuePosition, Refused, Scheduler, SchedulerConfig,
 };
 pub use standing::{PeerStanding, Standing, StandingParams};
+pub use stranger::StrangerCredit;
 pub use trade::{
     Agreement, Party, Trade, TradeError, TradeProposal, TradeState, TradeTerms, VerifiedAgreement,
 };

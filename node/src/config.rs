@@ -56,6 +56,9 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7421";
 pub const DEFAULT_ACK_BYTES: u64 = 1 << 20;
 /// Bytes an uploader sends ahead of receipts, unless told otherwise.
 pub const DEFAULT_CREDIT_WINDOW: u64 = 4 << 20;
+/// Seconds after which bytes sent to a stranger and never signed for are written off, unless
+/// told otherwise.
+pub const DEFAULT_STRANGER_WRITE_OFF_S: u64 = 30;
 /// Connections the node keeps at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Milliseconds between two gossip syncs this node starts, unless told otherwise.
@@ -91,6 +94,11 @@ pub struct NodeSettings {
     pub ack_bytes: u64,
     /// Bytes this node sends a peer ahead of its receipts.
     pub credit_window: u64,
+    /// Bytes this node sends ahead of receipts to all strangers together (peers at the floor
+    /// that never signed for it); `None` is `credit_window`.
+    pub stranger_credit: Option<u64>,
+    /// How long bytes sent to a stranger stay unsigned before they are written off.
+    pub stranger_write_off: std::time::Duration,
     /// Upload limit, bytes per second; `None` is unlimited.
     pub upload_limit: Option<Rate>,
     /// Download limit, bytes per second; `None` is unlimited.
@@ -117,6 +125,8 @@ impl Default for NodeSettings {
             peers: Vec::new(),
             ack_bytes: DEFAULT_ACK_BYTES,
             credit_window: DEFAULT_CREDIT_WINDOW,
+            stranger_credit: None,
+            stranger_write_off: std::time::Duration::from_secs(DEFAULT_STRANGER_WRITE_OFF_S),
             upload_limit: None,
             download_limit: None,
             upload_budget_daily: None,
@@ -221,6 +231,10 @@ pub struct FileNode {
     pub ack_bytes: Option<u64>,
     /// `credit_window = N`
     pub credit_window: Option<u64>,
+    /// `stranger_credit = N`
+    pub stranger_credit: Option<u64>,
+    /// `stranger_write_off_s = N`
+    pub stranger_write_off_s: Option<u64>,
     /// `upload_limit = "2MiB"` or `"unlimited"`
     pub upload_limit: Option<String>,
     /// `download_limit = "2MiB"` or `"unlimited"`
@@ -340,6 +354,18 @@ impl Config {
                 n.credit_window = from(
                     checked_bytes(v, "credit_window"),
                     &in_file("[node] credit_window"),
+                )?;
+            }
+            if let Some(v) = node.stranger_credit {
+                n.stranger_credit = Some(from(
+                    checked_bytes(v, "stranger_credit"),
+                    &in_file("[node] stranger_credit"),
+                )?);
+            }
+            if let Some(v) = node.stranger_write_off_s {
+                n.stranger_write_off = from(
+                    checked_write_off(v),
+                    &in_file("[node] stranger_write_off_s"),
                 )?;
             }
             if let Some(v) = &node.upload_limit {
@@ -534,6 +560,15 @@ fn checked_bytes(value: u64, what: &str) -> anyhow::Result<u64> {
     Ok(value)
 }
 
+fn checked_write_off(seconds: u64) -> anyhow::Result<std::time::Duration> {
+    if !(1..=86_400).contains(&seconds) {
+        bail!(
+            "stranger_write_off_s = {seconds} is out of range: it must be between 1 and 86400 seconds (a day)"
+        );
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 fn checked_max_connections(value: u64) -> anyhow::Result<usize> {
     if !(1..=65_536).contains(&value) {
         bail!("max_connections = {value} is out of range: it must be between 1 and 65536");
@@ -635,6 +670,13 @@ ack_bytes = {DEFAULT_ACK_BYTES}
 # never signs gets at most this much from this node. Peers with standing get more, up to 16
 # times this.
 credit_window = {DEFAULT_CREDIT_WINDOW}
+# Strangers (peers without standing that never signed a receipt for this node) share one
+# allowance instead of a credit window each, so a new key buys nothing: bytes sent to them
+# ahead of receipts, all together, stay under `stranger_credit` (unset: `credit_window`), and
+# are written off after `stranger_write_off_s` seconds unsigned. A stranger that signs leaves the
+# pool and gets its own window.
+# stranger_credit = {DEFAULT_CREDIT_WINDOW}
+stranger_write_off_s = {DEFAULT_STRANGER_WRITE_OFF_S}
 # Global upload and download limits in bytes per second, with units ("2MiB", "500KiB", "1.5MB")
 # or "unlimited". Changeable at runtime through the API. Environment: TALLY_UPLOAD_LIMIT,
 # TALLY_DOWNLOAD_LIMIT; flags: --upload-limit, --download-limit.
@@ -705,6 +747,8 @@ mod tests {
                     peers: Some(Vec::new()),
                     ack_bytes: Some(DEFAULT_ACK_BYTES),
                     credit_window: Some(DEFAULT_CREDIT_WINDOW),
+                    stranger_credit: None,
+                    stranger_write_off_s: Some(DEFAULT_STRANGER_WRITE_OFF_S),
                     upload_limit: Some("unlimited".into()),
                     download_limit: Some("unlimited".into()),
                     upload_budget_daily: Some("unlimited".into()),

@@ -1,5 +1,6 @@
 //! Nodes in one process over real QUIC on 127.0.0.1 (port 0) with temporary data dirs: a swarm
-//! download with receipts, a freerider held to one credit window, and peers that misbehave.
+//! download with receipts, peers that never sign held to one shared allowance, and peers that
+//! misbehave.
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -68,57 +69,147 @@ async fn two_seeders_one_leecher_get_the_file_and_matching_receipts() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_downloader_that_never_signs_gets_one_credit_window() {
-    let window = 1 << 20;
-    let seeder =
-        TestNode::start_with(Behaviour::default(), |c| c.node.credit_window = window).await;
-    let freerider = TestNode::start(Behaviour {
+fn freerider() -> Behaviour {
+    Behaviour {
         never_sign: true,
         ..Behaviour::default()
+    }
+}
+
+/// Bytes the seeder's strangers' allowance has out, in all and for `peer`.
+fn strangers_out(seeder: &TestNode, peer: &TestNode) -> (u64, u64) {
+    let pool = seeder.shared().strangers.lock().unwrap();
+    (pool.outstanding(), pool.drawn_by(&peer.id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloaders_that_never_sign_share_one_allowance_whatever_their_keys() {
+    // A 1 MiB allowance: a stranger holds at most half of it; one with nothing out may draw a
+    // first chunk beyond it (what a newcomer signs for).
+    let window = 1 << 20;
+    let share = window / 2;
+    let chunk = u64::from(CHUNK_SIZE);
+    let seeder =
+        TestNode::start_with(Behaviour::default(), |c| c.node.credit_window = window).await;
+    let bytes = payload(16 * CHUNK_SIZE as usize, 2);
+    let content = seeder.share(&bytes);
+    // Three keys that never sign (as a whitewasher's would be), one after another: two take
+    // their shares, the third only a first chunk beyond the spent allowance.
+    let mut keys = Vec::new();
+    let mut downloads = Vec::new();
+    for (n, (out, drawn)) in [(share, share), (window, share), (window + chunk, chunk)]
+        .into_iter()
+        .enumerate()
+    {
+        let key = TestNode::start(freerider()).await;
+        key.connect(&seeder).await;
+        let name = format!("x{n}.bin");
+        downloads.push(fetch::start(key.shared(), content, key.out(&name)).unwrap());
+        wait_for(
+            "the seeder to send this key what the allowance gives it",
+            || strangers_out(&seeder, &key) == (out, drawn),
+        )
+        .await;
+        assert_eq!(
+            seeder.shared().pairs.unacknowledged_to(key.id()).unwrap(),
+            drawn
+        );
+        keys.push(key);
+    }
+    // Nobody gets more, old key or new, until the write-off.
+    {
+        let pool = seeder.shared().strangers.lock().unwrap();
+        for key in &keys {
+            assert!(!pool.may_draw(&key.id(), chunk));
+        }
+        assert!(pool.outstanding() <= pool.limit());
+    }
+    for key in &keys {
+        assert_eq!(key.latest(seeder.id(), key.id()), None);
+    }
+    for status in &downloads {
+        assert_eq!(status.phase(), Phase::Running, "a download cannot complete");
+    }
+    drop(downloads);
+    seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    for key in keys {
+        key.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloader_that_never_signs_is_served_again_once_its_debt_is_written_off() {
+    let window = 1 << 20;
+    let seeder = TestNode::start_with(Behaviour::default(), |c| {
+        c.node.credit_window = window;
+        c.node.stranger_write_off = Duration::from_secs(1);
     })
     .await;
-    let bytes = payload(16 * CHUNK_SIZE as usize, 2);
+    let freerider = TestNode::start(freerider()).await;
+    // Four shares: it must wait for write-offs three times.
+    let bytes = payload(8 * CHUNK_SIZE as usize, 3);
     let content = seeder.share(&bytes);
     freerider.connect(&seeder).await;
     let status = fetch::start(freerider.shared(), content, freerider.out("x.bin")).unwrap();
-    // The seeder refuses once the window is full; the freerider then drops it as a provider.
-    let seeder_id = seeder.id();
-    wait_for("the seeder to fill the freerider's window", || {
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert_eq!(std::fs::read(freerider.out("x.bin")).unwrap(), bytes);
+    // Every byte went out unsigned: written off, not acknowledged.
+    assert_eq!(freerider.latest(seeder.id(), freerider.id()), None);
+    assert_eq!(
         seeder
             .shared()
             .pairs
             .unacknowledged_to(freerider.id())
-            .unwrap()
-            >= window
-    })
-    .await;
-    wait_for("the freerider to stop asking", || {
-        status.providers.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
-    let got = status.bytes_have.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        got <= window + u64::from(CHUNK_SIZE),
-        "{got} bytes went to a freerider"
+            .unwrap(),
+        bytes.len() as u64
     );
-    assert!(
-        got >= window - u64::from(CHUNK_SIZE),
-        "only {got} bytes were sent"
-    );
-    assert_eq!(freerider.latest(seeder_id, freerider.id()), None);
-    assert_eq!(
-        status.phase(),
-        Phase::Running,
-        "the download cannot complete"
-    );
-    drop(status);
     seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
     freerider
         .node
         .shutdown(Duration::from_secs(5))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_is_served_while_non_signers_hold_the_strangers_allowance() {
+    let window = 1 << 20;
+    let share = window / 2;
+    let seeder =
+        TestNode::start_with(Behaviour::default(), |c| c.node.credit_window = window).await;
+    let bytes = payload(16 * CHUNK_SIZE as usize, 4);
+    let content = seeder.share(&bytes);
+    let mut freeriders = Vec::new();
+    let mut downloads = Vec::new();
+    for (n, out) in [share, 2 * share].into_iter().enumerate() {
+        let key = TestNode::start(freerider()).await;
+        key.connect(&seeder).await;
+        let name = format!("x{n}.bin");
+        downloads.push(fetch::start(key.shared(), content, key.out(&name)).unwrap());
+        wait_for("a non-signer to hold its share", || {
+            strangers_out(&seeder, &key) == (out, share)
+        })
+        .await;
+        freeriders.push(key);
+    }
+    // The allowance is held by non-signers; a newcomer draws beyond it, signs, and is served
+    // on its own window from then on.
+    let newcomer = TestNode::start(Behaviour::default()).await;
+    newcomer.connect(&seeder).await;
+    let status = fetch::start(newcomer.shared(), content, newcomer.out("x.bin")).unwrap();
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert_eq!(std::fs::read(newcomer.out("x.bin")).unwrap(), bytes);
+    wait_for("the newcomer's receipt to cover the file", || {
+        newcomer
+            .latest(seeder.id(), newcomer.id())
+            .is_some_and(|r| r.bytes == bytes.len() as u64)
+    })
+    .await;
+    assert_eq!(strangers_out(&seeder, &newcomer).1, 0, "it left the pool");
+    drop(downloads);
+    for node in freeriders.into_iter().chain([seeder, newcomer]) {
+        node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

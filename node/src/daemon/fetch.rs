@@ -687,6 +687,10 @@ async fn lane(
     }
 }
 
+/// How long a node that never signs (a test and experiment mode) waits after a credit-window
+/// refusal before it asks the provider again.
+const UNSIGNED_RETRY: Duration = Duration::from_secs(2);
+
 /// Credit-window refusals in a row for one chunk, each after a receipt proposed, before the
 /// provider is left for now (the chunk goes back to the swarm).
 const MAX_WINDOW_REFUSALS: u32 = 8;
@@ -740,8 +744,14 @@ async fn fetch_chunk(
                 message,
             })) => {
                 if shared.behaviour.never_sign {
+                    // A node that does not sign waits for the provider to write its debt off
+                    // (or for room among strangers) and asks again.
                     tracing::info!("the provider stopped sending until we sign: {message}");
-                    return Err(Stop::Drop);
+                    tokio::select! {
+                        () = shared.cancel.cancelled() => {}
+                        () = tokio::time::sleep(UNSIGNED_RETRY) => {}
+                    }
+                    return Err(Stop::Done);
                 }
                 if let Err(error) = propose(shared, peer).await {
                     tracing::warn!("proposing a receipt failed: {error:#}");

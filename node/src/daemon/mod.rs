@@ -108,7 +108,20 @@ pub struct Shared {
     pub rates: meter::PeerRates,
     /// The event bus the API's event stream reads.
     pub events: Arc<events::Events>,
+    /// The one allowance every stranger draws on, instead of a credit window per key.
+    pub strangers: Mutex<tally_market::StrangerCredit<PeerId>>,
 }
+
+/// The most one stranger holds of an allowance of `credit` (and what one with nothing out may
+/// draw beyond it): half, and at least a chunk, so that one peer that never signs cannot hold
+/// it all and a newcomer gets the chunk it signs for first.
+pub fn stranger_share(credit: u64) -> u64 {
+    (credit / 2).max(u64::from(CHUNK_SIZE))
+}
+
+/// Below this standing, a peer that never signed a receipt for this node is a stranger: it
+/// draws on the allowance all strangers share ([`Shared::reserve_upload`]).
+pub const STRANGER_STANDING: f64 = 0.01;
 
 impl Shared {
     /// The credit window of `peer`, from its standing: the configured `credit_window` at the
@@ -123,6 +136,87 @@ impl Shared {
                 ..tally_market::WindowParams::default()
             },
         )
+    }
+
+    /// Whether `peer`, of `standing`, is a stranger here: below [`STRANGER_STANDING`], never
+    /// signed a receipt for this node, and not a buyer this node agreed to sell to.
+    pub fn is_stranger(&self, peer: PeerId, standing: f64) -> Result<bool, pairs::PairError> {
+        if standing >= STRANGER_STANDING || self.market.delivering_to(&peer, now_ms()) {
+            return Ok(false);
+        }
+        Ok(self.pairs.is_stranger(peer)?)
+    }
+
+    /// The strangers' allowance, with what strangers left unsigned too long written off (and
+    /// forgiven in their pairs), and the time it was taken at.
+    fn strangers_now(&self) -> (MutexGuard<'_, tally_market::StrangerCredit<PeerId>>, u64) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Draws and releases are single steps; a poisoned lock holds consistent counts.
+        let mut pool = self
+            .strangers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (peer, bytes) in pool.expire(now) {
+            self.pairs.forgive(peer, bytes);
+        }
+        (pool, now)
+    }
+
+    /// Whether `len` more bytes to `peer` would fit its credit `window` and, for a
+    /// `stranger`, the strangers' allowance, without counting them.
+    pub fn check_upload(
+        &self,
+        peer: PeerId,
+        len: u64,
+        window: u64,
+        stranger: bool,
+    ) -> Result<pairs::Window, pairs::PairError> {
+        if stranger {
+            let (pool, _) = self.strangers_now();
+            if !pool.may_draw(&peer, len) {
+                return Ok(pairs::Window::StrangersFull {
+                    outstanding: pool.outstanding(),
+                    capacity: pool.limit(),
+                });
+            }
+        }
+        self.pairs.check(peer, len, window)
+    }
+
+    /// Reserves `len` bytes to `peer`, `credits` due, under its credit `window` and, for a
+    /// `stranger`, the strangers' allowance, in one step ([`pairs::Pairs::reserve`]).
+    pub fn reserve_upload(
+        &self,
+        peer: PeerId,
+        len: u64,
+        credits: u64,
+        window: u64,
+        stranger: bool,
+    ) -> Result<pairs::Window, pairs::PairError> {
+        if !stranger {
+            return self.pairs.reserve(peer, len, credits, window);
+        }
+        // The allowance's lock is held across the pair's reserve so that strangers' requests
+        // waiting together cannot overdraw it; the pairs' lock is only ever taken inside it.
+        let (mut pool, now) = self.strangers_now();
+        if !pool.may_draw(&peer, len) {
+            return Ok(pairs::Window::StrangersFull {
+                outstanding: pool.outstanding(),
+                capacity: pool.limit(),
+            });
+        }
+        let sent = self.pairs.reserve(peer, len, credits, window)?;
+        if sent == pairs::Window::Open {
+            pool.draw(peer, len, now);
+        }
+        Ok(sent)
+    }
+
+    /// `peer` signed a receipt for this node: what it drew as a stranger returns to the
+    /// allowance.
+    pub fn signed_by(&self, peer: &PeerId) {
+        let (mut pool, _) = self.strangers_now();
+        pool.graduate(peer);
     }
 
     /// The downloads table.
@@ -256,6 +350,8 @@ impl Node {
         .await
         .context("computing standing was cancelled")?
         .context("cannot read the receipts to compute standing")?;
+        let stranger_credit = settings.stranger_credit.unwrap_or(settings.credit_window);
+        let stranger_write_off = settings.stranger_write_off;
         let shared = Arc::new(Shared {
             standing,
             uploads: upload::UploadQueue::new(tally_market::SchedulerConfig::default()),
@@ -289,6 +385,11 @@ impl Node {
             stop_requested: CancellationToken::new(),
             rates: meter::PeerRates::default(),
             events: Arc::new(events::Events::new()),
+            strangers: Mutex::new(tally_market::StrangerCredit::new(
+                stranger_credit,
+                stranger_share(stranger_credit),
+                u64::try_from(stranger_write_off.as_millis()).unwrap_or(u64::MAX),
+            )),
         });
         // A cap lowered in the config takes effect now, not at the next gossip batch.
         let (store, me, cap) = (

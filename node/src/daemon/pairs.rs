@@ -41,6 +41,9 @@ struct State {
     downloads: HashMap<PeerId, DownloaderPair>,
     /// Uploaders to which a proposal is on its way, so at most one is in flight per pair.
     proposing: HashSet<PeerId>,
+    /// Bytes sent to strangers that were written off unsigned (see [`Pairs::forgive`]): they
+    /// no longer count against the stranger's window. Cleared when it signs.
+    forgiven: HashMap<PeerId, u64>,
 }
 
 /// This node's receipt chains with its peers.
@@ -66,6 +69,15 @@ pub enum Window {
     Full {
         /// Bytes sent that no receipt covers.
         unacknowledged: u64,
+    },
+    /// Stop: the requester is a stranger and the allowance all strangers share is spent
+    /// ([`tally_market::StrangerCredit`]); it refills as strangers sign or their debts are
+    /// written off.
+    StrangersFull {
+        /// Bytes sent to strangers that no receipt covers and that are not written off.
+        outstanding: u64,
+        /// The allowance.
+        capacity: u64,
     },
 }
 
@@ -158,6 +170,7 @@ impl Pairs {
         window: u64,
     ) -> Result<Window, PairError> {
         let mut state = self.state();
+        let window = window.saturating_add(state.forgiven.get(&peer).copied().unwrap_or(0));
         let pair = self.upload_pair(&mut state, peer)?;
         if !pair.may_send(len, window) {
             return Ok(Window::Full {
@@ -172,6 +185,7 @@ impl Pairs {
     /// them (a request checks before it waits for its turn, and reserves after).
     pub fn check(&self, peer: PeerId, len: u64, window: u64) -> Result<Window, PairError> {
         let mut state = self.state();
+        let window = window.saturating_add(state.forgiven.get(&peer).copied().unwrap_or(0));
         let pair = self.upload_pair(&mut state, peer)?;
         if pair.may_send(len, window) {
             Ok(Window::Open)
@@ -180,6 +194,21 @@ impl Pairs {
                 unacknowledged: pair.unacknowledged(),
             })
         }
+    }
+
+    /// Whether `peer` has never signed a receipt for what this node sent it.
+    pub fn is_stranger(&self, peer: PeerId) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        Ok(self.upload_pair(&mut state, peer)?.latest().is_none())
+    }
+
+    /// Writes off `bytes` sent to `peer` and never signed for: they stop counting against its
+    /// credit window (the strangers' allowance wrote them off, [`tally_market::StrangerCredit`]),
+    /// so a peer that does not sign is served again later, no sooner than under a new key.
+    pub fn forgive(&self, peer: PeerId, bytes: u64) {
+        let mut state = self.state();
+        let forgiven = state.forgiven.entry(peer).or_insert(0);
+        *forgiven = forgiven.saturating_add(bytes);
     }
 
     /// Counts `len` payload bytes sent to `peer`, due at par.
@@ -297,6 +326,8 @@ impl Pairs {
                 _ => pair.countersign(&self.identity, &proposal)?,
             }
         };
+        // It signs: its debt is counted again from what it signed for.
+        self.state().forgiven.remove(&peer);
         let receipt = *verified.receipt();
         self.blocking(move |store| {
             store.apply(&verified)?;

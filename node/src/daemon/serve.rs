@@ -150,6 +150,7 @@ async fn answer(
         Request::Propose(proposal) => match shared.pairs.countersign(peer, proposal).await {
             Ok(receipt) => {
                 tracing::debug!(seq = receipt.seq, bytes = receipt.bytes, "countersigned");
+                shared.signed_by(&peer);
                 shared
                     .events
                     .receipt(peer, tally_web::events::ReceiptRole::Up, &receipt);
@@ -216,28 +217,56 @@ async fn serve_chunk(
     };
     let standing = shared.standing.with(|s| s.of(&peer).score);
     let window = shared.credit_window(standing);
-    let full = |unacknowledged: u64| {
-        tracing::info!(
-            unacknowledged,
-            window,
-            "not sending more: the peer's unacknowledged bytes fill its credit window; waiting for its receipt"
-        );
-        Response::refused(
-            RefusalCode::CreditWindowFull {
+    let stranger = match shared.is_stranger(peer, standing) {
+        Ok(stranger) => stranger,
+        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+    };
+    let full = |shut: Window| match shut {
+        Window::StrangersFull {
+            outstanding,
+            capacity,
+        } => {
+            tracing::debug!(
+                outstanding,
+                capacity,
+                "not sending: the allowance strangers share is spent"
+            );
+            Response::refused(
+                RefusalCode::CreditWindowFull {
+                    unacknowledged: outstanding,
+                    window: capacity,
+                },
+                format!(
+                    "you have no standing here and have signed no receipt for this node: strangers share {capacity} bytes of credit, and {outstanding} are out unsigned; sign for what you received, or ask again later (unsigned bytes are written off after {} s)",
+                    shared.settings.stranger_write_off.as_secs()
+                ),
+            )
+        }
+        Window::Full { .. } | Window::Open => {
+            let unacknowledged = match shut {
+                Window::Full { unacknowledged } => unacknowledged,
+                _ => 0,
+            };
+            tracing::info!(
                 unacknowledged,
                 window,
-            },
-            format!(
-                "{unacknowledged} bytes sent to you are not covered by a receipt and your credit window is {window}: propose a receipt first"
-            ),
-        )
+                "not sending more: the peer's unacknowledged bytes fill its credit window; waiting for its receipt"
+            );
+            Response::refused(
+                RefusalCode::CreditWindowFull {
+                    unacknowledged,
+                    window,
+                },
+                format!(
+                    "{unacknowledged} bytes sent to you are not covered by a receipt and your credit window is {window}: propose a receipt first"
+                ),
+            )
+        }
     };
     // A request that cannot fit does not wait for a turn.
-    match shared.pairs.check(peer, u64::from(len), window) {
+    match shared.check_upload(peer, u64::from(len), window, stranger) {
         Ok(Window::Open) => {}
-        Ok(Window::Full { unacknowledged }) => {
-            return Ok(writer.send(&full(unacknowledged)).await?);
-        }
+        Ok(shut) => return Ok(writer.send(&full(shut)).await?),
         Err(error) => return Ok(writer.send(&internal(&error)).await?),
     }
     // A spent budget refuses at once rather than holding the request for hours.
@@ -279,13 +308,11 @@ async fn serve_chunk(
     let sent = shared
         .market
         .seller_send(&peer, u64::from(len), window, now_ms(), |credits| {
-            shared.pairs.reserve(peer, u64::from(len), credits, window)
+            shared.reserve_upload(peer, u64::from(len), credits, window, stranger)
         });
     match sent {
         Ok(Window::Open) => {}
-        Ok(Window::Full { unacknowledged }) => {
-            return Ok(writer.send(&full(unacknowledged)).await?);
-        }
+        Ok(shut) => return Ok(writer.send(&full(shut)).await?),
         Err(error) => return Ok(writer.send(&internal(&error)).await?),
     }
     let bytes = match shared

@@ -256,7 +256,7 @@ fn try_send(seller: &Market, buyer: &PeerId, len: u64, window: u64, now: u64) ->
     });
     match sent {
         Ok(Window::Open) => due,
-        Ok(Window::Full { .. }) => None,
+        Ok(Window::Full { .. } | Window::StrangersFull { .. }) => None,
         Err(never) => match never {},
     }
 }

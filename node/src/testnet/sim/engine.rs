@@ -9,8 +9,11 @@
 //! credit window (checked when it is queued and again when its turn comes), queues the others
 //! in its [`Scheduler`] at the requester's standing (a buyer it is delivering a trade to at the
 //! trade's priority), and serves them in the scheduler's order at its upload rate; the
-//! downloader proposes a receipt every [`ACK_BYTES`] from a provider and at the end; a
-//! downloader that never signs drops a provider that refuses it for the rest of the download.
+//! downloader proposes a receipt every [`ACK_BYTES`] from a provider and at the end. A
+//! requester below the stranger standing that never signed for the uploader draws on the
+//! uploader's one strangers' allowance as well ([`StrangerCredit`], the node's defaults); what a
+//! stranger leaves unsigned for the write-off delay is written off and forgiven; a downloader
+//! that never signs asks a provider that refused it again later, as the node does.
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
@@ -18,7 +21,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use tally_ledger::{Identity, PeerId};
 use tally_market::{
-    Scheduler, SchedulerConfig, Standing, StandingParams, WindowParams, credit_window,
+    Scheduler, SchedulerConfig, Standing, StandingParams, StrangerCredit, WindowParams,
+    credit_window,
 };
 
 use super::bits::Bits;
@@ -41,6 +45,8 @@ const ACK_BYTES: u64 = crate::config::DEFAULT_ACK_BYTES;
 /// The credit window at standing 0 (the node's default) and its growth with standing.
 const WINDOW_FLOOR: u64 = crate::config::DEFAULT_CREDIT_WINDOW;
 const WINDOW_GROWTH: u64 = crate::daemon::CREDIT_WINDOW_GROWTH;
+/// When bytes a stranger left unsigned are written off (the node's default).
+const STRANGER_WRITE_OFF_MS: u64 = crate::config::DEFAULT_STRANGER_WRITE_OFF_S * 1000;
 /// The node's gossip interval.
 const GOSSIP_INTERVAL_US: u64 = crate::config::DEFAULT_GOSSIP_INTERVAL_MS * 1000;
 /// Connections a node keeps at most, and those it dials itself.
@@ -185,6 +191,8 @@ struct Node {
     /// Nodes it uploaded to and got a receipt from, sorted: those whose standing weighs the
     /// receipts into it (bounded view).
     customers: Vec<u32>,
+    /// The allowance strangers share at this uploader, by identity.
+    strangers: StrangerCredit<u32>,
 }
 
 /// A provider of a download: a connection with up to [`PIPELINE`] requests in flight.
@@ -192,7 +200,6 @@ struct Node {
 struct Lane {
     provider: u32,
     inflight: u32,
-    excluded: bool,
 }
 
 struct Download {
@@ -222,6 +229,8 @@ struct PairState {
     received_credits: u64,
     acked: u64,
     acked_credits: u64,
+    /// Bytes sent unsigned and written off by the strangers' allowance.
+    forgiven: u64,
     dirty: bool,
 }
 
@@ -293,6 +302,28 @@ fn window_for(floor: u64, score: f64) -> u64 {
     )
 }
 
+/// Whether a requester of `score` with `pair` at an uploader is a stranger there: below the
+/// node's stranger standing and never signed for it.
+fn is_stranger(score: f64, pair: &PairState) -> bool {
+    score < crate::daemon::STRANGER_STANDING && pair.acked == 0
+}
+
+/// Whether `len` bytes to stranger `to` fit the allowance of uploader `from` now, after writing
+/// off (and forgiving in their pairs) what strangers left unsigned too long.
+fn stranger_room(
+    strangers: &mut StrangerCredit<u32>,
+    pairs: &mut HashMap<(u32, u32), PairState>,
+    from: u32,
+    to: u32,
+    len: u64,
+    now_ms: u64,
+) -> bool {
+    for (peer, bytes) in strangers.expire(now_ms) {
+        pairs.entry((from, peer)).or_default().forgiven += bytes;
+    }
+    strangers.may_draw(&to, len)
+}
+
 /// Gossip rounds until a receipt made at one node has reached all `n`: ⌈log₃ n⌉ + 1 — a node
 /// starts one session per interval and answers about one, so news about triples each round;
 /// this matches the propagation bench's median-to-max rounds to 100% at N = 10–1,000
@@ -328,6 +359,7 @@ impl<'a> Sim<'a> {
 
     pub fn new(sc: &'a Scenario, options: SimOptions) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
+        let floor = sc.credit_window.unwrap_or(WINDOW_FLOOR);
         let n = sc.peers() as usize;
         let full_mesh = n <= MAX_CONNECTIONS + 1;
         let full_view = n <= FULL_VIEW_MAX_NODES;
@@ -446,6 +478,11 @@ impl<'a> Sim<'a> {
                     downloads: Vec::new(),
                     epoch: 0,
                     customers: Vec::new(),
+                    strangers: StrangerCredit::new(
+                        floor,
+                        crate::daemon::stranger_share(floor),
+                        STRANGER_WRITE_OFF_MS,
+                    ),
                 });
                 if honest {
                     sim.observers.push(node);
@@ -751,19 +788,19 @@ impl<'a> Sim<'a> {
             d.lanes.push(Lane {
                 provider: nodes[node].neighbours[d.known],
                 inflight: 0,
-                excluded: false,
             });
             d.known += 1;
         }
         let c = d.content as usize;
         let me = nodes[node].ident;
         let signs = nodes[node].signs;
+        let mut propose = Vec::new();
         let epoch = nodes[node].epoch;
         let pid = idents[me as usize].pid;
         let size = contents[c].size;
         for lane in &mut d.lanes {
             let p = lane.provider as usize;
-            if lane.excluded || !nodes[p].online || nodes[p].sched.is_none() {
+            if !nodes[p].online || nodes[p].sched.is_none() {
                 continue;
             }
             let from = nodes[p].ident;
@@ -785,19 +822,28 @@ impl<'a> Sim<'a> {
                 let Some(chunk) = chunk else { break };
                 let len = (size - u64::from(chunk) * CHUNK).min(CHUNK);
                 let score = nodes[p].standing.as_ref().map_or(0.0, |s| s.of(&pid).score);
-                // A request that cannot fit the window is refused at once.
+                let trade = if market.active() {
+                    market.priority(from, me, now_ms)
+                } else {
+                    None
+                };
+                // A request that cannot fit the window, or the strangers' allowance, is refused
+                // at once; the requester asks again when it stalls (a signer proposes first).
                 let pair = pairs.get(&(from, me)).copied().unwrap_or_default();
-                if (pair.sent - pair.acked).saturating_add(len) > window_for(window_floor, score) {
-                    if !signs {
-                        lane.excluded = true;
+                let stranger = trade.is_none() && is_stranger(score, &pair);
+                let room = !stranger
+                    || stranger_room(&mut nodes[p].strangers, pairs, from, me, len, now_ms);
+                let pair = pairs.get(&(from, me)).copied().unwrap_or_default();
+                if !room
+                    || (pair.sent - pair.acked).saturating_add(len)
+                        > window_for(window_floor, score).saturating_add(pair.forgiven)
+                {
+                    if signs && pair.received > pair.acked {
+                        propose.push((from, me));
                     }
                     break;
                 }
-                let priority = if market.active() {
-                    market.priority(from, me, now_ms).unwrap_or(score)
-                } else {
-                    score
-                };
+                let priority = trade.unwrap_or(score);
                 let Some(sched) = nodes[p].sched.as_mut() else {
                     break;
                 };
@@ -836,6 +882,10 @@ impl<'a> Sim<'a> {
                 });
             }
         }
+        // A signer refused by a full window proposes for what it holds unsigned.
+        for (from, to) in propose {
+            self.receipt(from, to);
+        }
     }
 
     fn rediscover(&mut self, dl: u32) {
@@ -856,7 +906,7 @@ impl<'a> Sim<'a> {
         let usable = d
             .lanes
             .iter()
-            .any(|l| !l.excluded && self.nodes[l.provider as usize].online);
+            .any(|l| self.nodes[l.provider as usize].online);
         if !usable
             && d.stalled_since
                 .is_some_and(|s| self.now - s > PROVIDER_WAIT_US)
@@ -897,11 +947,27 @@ impl<'a> Sim<'a> {
             }
             let from = self.nodes[p as usize].ident;
             let to = self.nodes[dn].ident;
-            let window = window_for(self.window_floor(), self.score(p as usize, to));
+            let score = self.score(p as usize, to);
+            let window = window_for(self.window_floor(), score);
+            let trade = self.market.active() && self.market.priority(from, to, now_ms).is_some();
+            let pair = self.pairs.get(&(from, to)).copied().unwrap_or_default();
+            let stranger = !trade && is_stranger(score, &pair);
+            let room = !stranger
+                || stranger_room(
+                    &mut self.nodes[p as usize].strangers,
+                    &mut self.pairs,
+                    from,
+                    to,
+                    len,
+                    now_ms,
+                );
             let pair = self.pairs.entry((from, to)).or_default();
-            if (pair.sent - pair.acked).saturating_add(len) > window {
+            if !room || (pair.sent - pair.acked).saturating_add(len) > window + pair.forgiven {
                 self.refused(dl, p, chunk);
                 continue;
+            }
+            if stranger {
+                self.nodes[p as usize].strangers.draw(to, len, now_ms);
             }
             let (credits, trade_bytes) = if self.market.active() {
                 self.market.send(from, to, len, now_ms)
@@ -936,16 +1002,13 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// The provider refused a request at its turn (the window is full).
+    /// The provider refused a request at its turn (the window or the strangers' allowance is
+    /// full); the requester asks again when it stalls.
     fn refused(&mut self, dl: u32, provider: u32, chunk: u32) {
-        let signs = self.nodes[self.dls[dl as usize].node as usize].signs;
         self.dls[dl as usize].wanted.set(chunk);
         self.dls[dl as usize].inflight -= 1;
         if let Some(lane) = self.lane(dl, provider) {
             lane.inflight = lane.inflight.saturating_sub(1);
-            if !signs {
-                lane.excluded = true;
-            }
         }
         self.refill(dl);
     }
@@ -1049,9 +1112,6 @@ impl<'a> Sim<'a> {
             if !d.started || d.done || d.failed {
                 continue;
             }
-            for lane in &mut self.dls[dl as usize].lanes {
-                lane.excluded = false;
-            }
             self.reset_wanted(dl);
             self.refill(dl);
         }
@@ -1068,7 +1128,11 @@ impl<'a> Sim<'a> {
         }
         pair.acked = pair.received;
         pair.acked_credits = pair.received_credits;
+        // It signed: counted from what it signed for, and out of the strangers' allowance.
+        pair.forgiven = 0;
         let credits = pair.acked_credits;
+        let uploader = self.idents[from as usize].node as usize;
+        self.nodes[uploader].strangers.graduate(&to);
         if !pair.dirty {
             pair.dirty = true;
             self.dirty.push((from, to));
@@ -1187,6 +1251,20 @@ impl<'a> Sim<'a> {
                 if self.dls[dl as usize].started && !self.dls[dl as usize].done {
                     self.reset_wanted(dl);
                 }
+            }
+            // Requests other nodes had queued at it are gone too: they ask again elsewhere.
+            let waiting: Vec<u32> = (0..self.dls.len() as u32)
+                .filter(|&dl| {
+                    let d = &self.dls[dl as usize];
+                    d.started
+                        && !d.done
+                        && !d.failed
+                        && d.lanes.iter().any(|l| l.provider == node && l.inflight > 0)
+                })
+                .collect();
+            for dl in waiting {
+                self.reset_wanted(dl);
+                self.refill(dl);
             }
             self.push(self.now + churn.offline_s * US, Ev::Churn(node));
         } else {
