@@ -1063,6 +1063,15 @@ fn a_read_only_data_dir_gives_a_clear_error_keeps_the_store_sound_and_the_node_r
     t.ns.read_only(&t.data, true);
     wait_log(&t.node, "Read-only file system (os error 30)");
     assert!(t.node.api().status().is_ok(), "the node stays up");
+    // The download says what holds it back.
+    wait_for("the download to show the read-only data dir", || {
+        t.node.api().download(&content).is_ok_and(|d| {
+            d.state == DownloadState::Running
+                && d.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("Read-only file system"))
+        })
+    });
 
     // Writable again: the download completes and the receipts agree.
     t.ns.read_only(&t.data, false);

@@ -499,7 +499,8 @@ pub struct DownloadInfo {
     pub providers: u32,
     /// Running, complete, failed or cancelled.
     pub state: DownloadState,
-    /// Why it failed; `null` unless `state` is `"failed"`.
+    /// Why it failed; while `running`, a local error that holds it back now (a full or
+    /// read-only disk: it resumes by itself once the cause is gone); otherwise `null`.
     pub error: Option<String>,
 }
 

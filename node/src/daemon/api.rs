@@ -107,7 +107,7 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
 
 pub(crate) fn download_info(status: &DownloadStatus) -> DownloadInfo {
     let (state, error) = match status.phase() {
-        Phase::Running => (DownloadState::Running, None),
+        Phase::Running => (DownloadState::Running, status.problem()),
         Phase::Complete => (DownloadState::Complete, None),
         Phase::Failed(why) => (DownloadState::Failed, Some(why)),
         Phase::Cancelled => (DownloadState::Cancelled, None),

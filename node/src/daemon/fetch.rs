@@ -79,6 +79,9 @@ pub struct DownloadStatus {
     /// Providers currently serving this download.
     pub providers: AtomicU32,
     phase: Mutex<Phase>,
+    /// The last local error that held a running download back (a full or read-only disk), and
+    /// when; shown while it is recent (see [`DownloadStatus::problem`]).
+    problem: Mutex<Option<(Instant, String)>>,
     changed: Notify,
     /// Cancelled by [`DownloadStatus::cancel`]: the download's tasks stop.
     stop: CancellationToken,
@@ -115,6 +118,7 @@ impl DownloadStatus {
             bytes_have: AtomicU64::new(0),
             providers: AtomicU32::new(0),
             phase: Mutex::new(Phase::Running),
+            problem: Mutex::new(None),
             changed: Notify::new(),
             stop: CancellationToken::new(),
             active: AtomicU32::new(0),
@@ -127,6 +131,28 @@ impl DownloadStatus {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// What holds the running download back, if a local error did in the last
+    /// [`PROBLEM_SHOWN`]: errors recur at every chunk while the cause lasts, so an old one means
+    /// it is gone.
+    pub fn problem(&self) -> Option<String> {
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        problem
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < PROBLEM_SHOWN)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Records a local error that holds the download back.
+    fn set_problem(&self, why: String) {
+        *self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), why));
     }
 
     /// Ends a running download in `phase`; one cancelled already stays cancelled.
@@ -687,6 +713,9 @@ async fn lane(
     }
 }
 
+/// How long a local error stays shown on a running download after it last happened.
+const PROBLEM_SHOWN: Duration = Duration::from_secs(10);
+
 /// How long a node that never signs (a test and experiment mode) waits after a credit-window
 /// refusal before it asks the provider again.
 const UNSIGNED_RETRY: Duration = Duration::from_secs(2);
@@ -699,7 +728,7 @@ const MAX_WINDOW_REFUSALS: u32 = 8;
 async fn fetch_chunk(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
-    status: &DownloadStatus,
+    status: &Arc<DownloadStatus>,
     conn: &Connection,
     index: u32,
 ) -> Result<(), Stop> {
@@ -808,6 +837,7 @@ async fn fetch_chunk(
             }
             Ok(Err(error)) => {
                 tracing::warn!("cannot store chunk {index}: {error}");
+                status.set_problem(format!("cannot store chunk {index}: {error}"));
                 return Err(Stop::Lost);
             }
             Err(error) => {
@@ -831,9 +861,11 @@ async fn fetch_chunk(
             Ok(unacknowledged) if unacknowledged >= shared.settings.ack_bytes => {
                 let tasks = shared.tasks.clone();
                 let shared = Arc::clone(shared);
+                let status = Arc::clone(status);
                 let task = async move {
                     if let Err(error) = propose(&shared, peer).await {
                         tracing::warn!("proposing a receipt failed: {error:#}");
+                        status.set_problem(format!("cannot propose a receipt: {error:#}"));
                     }
                 };
                 tasks.spawn(task.in_current_span());
