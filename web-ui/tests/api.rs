@@ -2,7 +2,6 @@
 //! and `oneshot` calls of the router where no socket is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -13,140 +12,23 @@ use tally_web::model::{
     TradeInfo,
 };
 use tally_web::server::MAX_BODY_BYTES;
-use tally_web::{ApiAuth, router, serve};
+use tally_web::{ApiAuth, router};
 use tower::ServiceExt as _;
 
 mod support;
+use support::server::{Reply, Server};
 use support::*;
 
 const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
 // ---- a server on a real socket ----
 
-struct Server {
-    runtime: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    agent: ureq::Agent,
-}
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    www_authenticate: Option<String>,
-    allow: Option<String>,
-    location: Option<String>,
-    body: String,
-}
-
-impl Reply {
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: body {:?}", self.body))
-    }
-
-    /// Asserts this is a JSON error with `status` and `code`, and returns its message.
-    fn error(&self, status: u16, code: &str) -> String {
-        assert_eq!(self.status, status, "body {:?}", self.body);
-        assert_eq!(self.content_type, "application/json", "{}", self.body);
-        let body: ErrorBody = self.json();
-        assert_eq!((body.status, body.code.as_str()), (status, code));
-        assert!(!body.message.is_empty());
-        body.message
-    }
-}
-
 fn start() -> Server {
     start_with(Arc::new(FakeNode::default()))
 }
 
 fn start_with(node: Arc<FakeNode>) -> Server {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(node.clone(), ApiAuth::new(KEY, addr));
-    let task = runtime.spawn(serve(
-        listener,
-        app,
-        async move { node.stop.notified().await },
-    ));
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .build(),
-    );
-    Server {
-        runtime,
-        addr,
-        task,
-        agent,
-    }
-}
-
-impl Server {
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Reply {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = match body {
-            Some(body) => self.agent.run(request.body(body.to_vec()).unwrap()),
-            None => self.agent.run(request.body(()).unwrap()),
-        };
-        let mut response = response.unwrap();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let www_authenticate = header("www-authenticate");
-        let allow = header("allow");
-        let location = header("location");
-        Reply {
-            status: response.status().as_u16(),
-            content_type,
-            www_authenticate,
-            allow,
-            location,
-            body: response.body_mut().read_to_string().unwrap(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        self.send("GET", path, &[("Authorization", &bearer())], None)
-    }
-
-    fn with_json(&self, method: &str, path: &str, body: &Value) -> Reply {
-        self.with_body(method, path, &body.to_string())
-    }
-
-    fn with_body(&self, method: &str, path: &str, body: &str) -> Reply {
-        self.send(
-            method,
-            path,
-            &[
-                ("Authorization", &bearer()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body.as_bytes()),
-        )
-    }
+    Server::start(node, KEY)
 }
 
 fn bearer() -> String {
@@ -160,7 +42,7 @@ fn status_answers_the_node_at_a_glance() {
     let server = start();
     let reply = server.get("/api/v1/status");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.content_type, "application/json");
+    assert_eq!(reply.content_type(), "application/json");
     let status: Status = reply.json();
     assert_eq!(status.peer_id, id(PEER));
     assert_eq!(status.transfer.bytes_down, 20);
@@ -220,7 +102,7 @@ fn get_starts_a_download_that_can_be_listed_and_looked_up() {
     );
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(
-        reply.location.as_deref(),
+        reply.header("location"),
         Some(format!("/api/v1/downloads/{CONTENT}").as_str())
     );
     let info: DownloadInfo = reply.json();
@@ -255,7 +137,7 @@ fn ledger_export_is_ndjson() {
     let server = start();
     let reply = server.get("/api/v1/ledger/export");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.content_type, "application/x-ndjson");
+    assert_eq!(reply.content_type(), "application/x-ndjson");
     let lines: Vec<Value> = reply
         .body
         .lines()
@@ -302,13 +184,8 @@ fn shutdown_stops_the_server_gracefully() {
     );
     assert_eq!(reply.status, 202, "{}", reply.body);
     // `serve` returns once the shutdown signal fired and the connections are done.
-    let Server {
-        runtime,
-        task,
-        addr,
-        ..
-    } = server;
-    runtime.block_on(task).unwrap().unwrap();
+    let addr = server.addr;
+    server.join().unwrap();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
 
@@ -465,7 +342,7 @@ fn no_key_is_401_with_a_bearer_challenge() {
         let reply = server.send(method, path, &[], None);
         let message = reply.error(401, "unauthorized");
         assert!(message.contains("Bearer"), "{message}");
-        assert_eq!(reply.www_authenticate.as_deref(), Some("Bearer"));
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
     }
 }
 
@@ -484,7 +361,12 @@ fn a_wrong_key_is_401() {
     ] {
         let reply = server.send("GET", "/api/v1/status", &[("Authorization", &header)], None);
         reply.error(401, "unauthorized");
-        assert!(reply.www_authenticate.unwrap().starts_with("Bearer"));
+        assert!(
+            reply
+                .header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer")
+        );
         assert!(!reply.body.contains(KEY));
     }
     // The shutdown route did not run.
@@ -631,12 +513,12 @@ fn a_wrong_method_is_405_json_with_allow() {
         None,
     );
     reply.error(405, "method_not_allowed");
-    assert_eq!(reply.allow.as_deref(), Some("GET,HEAD"));
+    assert_eq!(reply.header("allow"), Some("GET,HEAD"));
     let reply = server.with_json("PUT", "/api/v1/peers", &json!({}));
     reply.error(405, "method_not_allowed");
     let reply = server.get("/api/v1/shutdown");
     reply.error(405, "method_not_allowed");
-    assert_eq!(reply.allow.as_deref(), Some("POST"));
+    assert_eq!(reply.header("allow"), Some("POST"));
 }
 
 #[test]
@@ -1071,7 +953,7 @@ fn the_openapi_document_is_served_behind_the_key() {
         .error(401, "unauthorized");
     let reply = server.get("/api/v1/openapi.json");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.content_type, "application/json");
+    assert_eq!(reply.content_type(), "application/json");
     let document: Value = reply.json();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(document["paths"]["/api/v1/receipts"]["get"].is_object());
@@ -1197,7 +1079,7 @@ fn events_are_server_sent_events_resumed_after_the_last_event_id() {
     let server = start();
     let reply = server.get("/api/v1/events");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.content_type, "text/event-stream");
+    assert_eq!(reply.content_type(), "text/event-stream");
     assert_eq!(
         reply.body,
         "id: 1\nevent: transfer\ndata: {\"up_bps\":1}\n\n\
@@ -1232,7 +1114,7 @@ fn metrics_are_prometheus_text_behind_the_api_key() {
     let reply = server.get("/metrics");
     assert_eq!(reply.status, 200);
     assert_eq!(
-        reply.content_type,
+        reply.content_type(),
         "text/plain; version=0.0.4; charset=utf-8"
     );
     assert!(
@@ -1245,7 +1127,10 @@ fn metrics_are_prometheus_text_behind_the_api_key() {
     );
     let refused = server.send("GET", "/metrics", &[], None);
     refused.error(401, "unauthorized");
-    assert_eq!(refused.www_authenticate.as_deref(), Some("Bearer"));
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Bearer")
+    );
     server
         .send("GET", "/metrics", &[("Authorization", "Bearer nope")], None)
         .error(401, "unauthorized");

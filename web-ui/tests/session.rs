@@ -4,15 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
-use tally_web::model::{ErrorBody, SessionInfo};
-use tally_web::{ApiAuth, router, serve};
+use tally_web::model::SessionInfo;
 
 mod support;
 use support::FakeNode;
+use support::server::{Reply, Server};
 
 const KEY: &str = "7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d7a6b5c4d";
 
@@ -47,117 +46,44 @@ fn log() -> &'static Log {
 
 // ---- a server on a real socket ----
 
-struct Server {
-    runtime: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    node: Arc<FakeNode>,
-    agent: ureq::Agent,
-    /// Every response's headers and body, to check the key is in none.
-    seen: Mutex<String>,
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
-    }
-
-    fn error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{}", self.body);
-        let body: ErrorBody = self.json();
-        assert_eq!((body.status, body.code.as_str()), (status, code));
-    }
-}
-
 fn start() -> Server {
     log();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let node = Arc::new(FakeNode::default());
-    let app = router(node.clone(), ApiAuth::new(KEY, addr));
-    let stop = node.clone();
-    runtime.spawn(serve(
-        listener,
-        app,
-        async move { stop.stop.notified().await },
-    ));
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .build(),
-    );
-    Server {
-        runtime,
-        addr,
-        node,
-        agent,
-        seen: Mutex::default(),
-    }
+    Server::start(Arc::new(FakeNode::default()), KEY)
 }
 
-impl Server {
-    fn send(
+/// What the session tests send: JSON bodies are labelled as such.
+trait SessionClient {
+    fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply;
+
+    /// Logs in and returns (the `Cookie` header value, the CSRF token).
+    fn login(&self) -> (String, String);
+
+    fn put_limits(&self, headers: &[(&str, &str)]) -> Reply;
+}
+
+impl SessionClient for Server {
+    fn send_json(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Reply {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
+        let mut all = headers.to_vec();
         if body.is_some() {
-            request = request.header("Content-Type", "application/json");
+            all.push(("Content-Type", "application/json"));
         }
-        let response = match body {
-            Some(body) => self.agent.run(request.body(body.to_owned()).unwrap()),
-            None => self.agent.run(request.body(()).unwrap()),
-        };
-        let mut response = response.unwrap();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-            .collect();
-        let reply = Reply {
-            status: response.status().as_u16(),
-            headers,
-            body: response.body_mut().read_to_string().unwrap(),
-        };
-        let mut seen = self.seen.lock().unwrap();
-        for (name, value) in &reply.headers {
-            seen.push_str(&format!("{name}: {value}\n"));
-        }
-        seen.push_str(&reply.body);
-        reply
+        self.send(method, path, &all, body.map(str::as_bytes))
     }
 
-    /// Logs in and returns (the `Cookie` header value, the CSRF token).
     fn login(&self) -> (String, String) {
-        let reply = self.send(
+        let reply = self.send_json(
             "POST",
             "/api/v1/session",
             &[],
@@ -171,19 +97,12 @@ impl Server {
     }
 
     fn put_limits(&self, headers: &[(&str, &str)]) -> Reply {
-        self.send(
+        self.send_json(
             "PUT",
             "/api/v1/limits",
             headers,
             Some(r#"{"upload_bytes_per_s": 1000}"#),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.node.stop.notify_one();
-        let _ = &self.runtime;
     }
 }
 
@@ -201,26 +120,26 @@ fn login_with_a_wrong_key_is_401_and_sets_no_cookie() {
         json!({ "api_key": "" }),
         json!({ "api_key": KEY.to_uppercase() }),
     ] {
-        let reply = server.send("POST", "/api/v1/session", &[], Some(&body.to_string()));
+        let reply = server.send_json("POST", "/api/v1/session", &[], Some(&body.to_string()));
         reply.error(401, "unauthorized");
         assert!(reply.header("set-cookie").is_none());
     }
     server
-        .send("POST", "/api/v1/session", &[], Some(r#"{"key": "x"}"#))
+        .send_json("POST", "/api/v1/session", &[], Some(r#"{"key": "x"}"#))
         .error(400, "bad_request");
     server
-        .send("POST", "/api/v1/session", &[], None)
+        .send_json("POST", "/api/v1/session", &[], None)
         .error(415, "unsupported_media_type");
     // Without a cookie there is no session to read.
     server
-        .send("GET", "/api/v1/session", &[], None)
+        .send_json("GET", "/api/v1/session", &[], None)
         .error(401, "unauthorized");
 }
 
 #[test]
 fn the_session_cookie_is_http_only_strict_and_works_for_get() {
     let server = start();
-    let reply = server.send(
+    let reply = server.send_json(
         "POST",
         "/api/v1/session",
         &[],
@@ -240,17 +159,17 @@ fn the_session_cookie_is_http_only_strict_and_works_for_get() {
     // Tokens are random: the cookie's token is not the CSRF token.
     assert!(!cookie.contains(&session.csrf_token));
 
-    let status = server.send("GET", "/api/v1/status", &[("Cookie", cookie)], None);
+    let status = server.send_json("GET", "/api/v1/status", &[("Cookie", cookie)], None);
     assert_eq!(status.status, 200, "{}", status.body);
     // A reloaded page gets its CSRF token back from the cookie alone.
     let again: SessionInfo = server
-        .send("GET", "/api/v1/session", &[("Cookie", cookie)], None)
+        .send_json("GET", "/api/v1/session", &[("Cookie", cookie)], None)
         .json();
     assert_eq!(again, session);
     // A cookie the server never issued is refused.
     let forged = format!("{name}{}", "ab".repeat(32));
     server
-        .send("GET", "/api/v1/status", &[("Cookie", &forged)], None)
+        .send_json("GET", "/api/v1/status", &[("Cookie", &forged)], None)
         .error(401, "unauthorized");
     // Each login is its own session.
     let (other, other_csrf) = server.login();
@@ -304,7 +223,7 @@ fn unsafe_requests_by_cookie_need_the_csrf_token_and_our_origin() {
     );
     // A login from a foreign origin is refused too.
     server
-        .send(
+        .send_json(
             "POST",
             "/api/v1/session",
             &[("Origin", "http://evil.example")],
@@ -325,7 +244,7 @@ fn bearer_requests_are_unaffected_by_sessions() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     // A wrong key is not rescued by a valid cookie.
     server
-        .send(
+        .send_json(
             "GET",
             "/api/v1/status",
             &[("Authorization", "Bearer nope"), ("Cookie", &cookie)],
@@ -334,7 +253,7 @@ fn bearer_requests_are_unaffected_by_sessions() {
         .error(401, "unauthorized");
     // Neither key nor cookie.
     server
-        .send("GET", "/api/v1/status", &[], None)
+        .send_json("GET", "/api/v1/status", &[], None)
         .error(401, "unauthorized");
 }
 
@@ -344,9 +263,9 @@ fn logout_ends_the_session() {
     let (cookie, csrf) = server.login();
     let (kept, _) = server.login();
     server
-        .send("DELETE", "/api/v1/session", &[("Cookie", &cookie)], None)
+        .send_json("DELETE", "/api/v1/session", &[("Cookie", &cookie)], None)
         .error(403, "csrf");
-    let reply = server.send(
+    let reply = server.send_json(
         "DELETE",
         "/api/v1/session",
         &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
@@ -356,13 +275,13 @@ fn logout_ends_the_session() {
     let cleared = reply.header("set-cookie").unwrap();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     server
-        .send("GET", "/api/v1/status", &[("Cookie", &cookie)], None)
+        .send_json("GET", "/api/v1/status", &[("Cookie", &cookie)], None)
         .error(401, "unauthorized");
     server
-        .send("GET", "/api/v1/session", &[("Cookie", &cookie)], None)
+        .send_json("GET", "/api/v1/session", &[("Cookie", &cookie)], None)
         .error(401, "unauthorized");
     server
-        .send(
+        .send_json(
             "DELETE",
             "/api/v1/session",
             &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
@@ -372,12 +291,12 @@ fn logout_ends_the_session() {
     // Other sessions live on.
     assert_eq!(
         server
-            .send("GET", "/api/v1/status", &[("Cookie", &kept)], None)
+            .send_json("GET", "/api/v1/status", &[("Cookie", &kept)], None)
             .status,
         200
     );
     server
-        .send("PUT", "/api/v1/session", &[("Cookie", &kept)], None)
+        .send_json("PUT", "/api/v1/session", &[("Cookie", &kept)], None)
         .error(405, "method_not_allowed");
 }
 
@@ -385,40 +304,40 @@ fn logout_ends_the_session() {
 fn the_key_is_never_in_a_response_or_in_the_log() {
     let server = start();
     let (cookie, csrf) = server.login();
-    server.send(
+    server.send_json(
         "POST",
         "/api/v1/session",
         &[],
         Some(&json!({ "api_key": format!("{KEY}0") }).to_string()),
     );
-    server.send(
+    server.send_json(
         "POST",
         "/api/v1/session",
         &[],
         Some(&json!({ "api_key": KEY, "extra": KEY }).to_string()),
     );
-    server.send(
+    server.send_json(
         "POST",
         "/api/v1/session",
         &[],
         Some(&format!(r#"{{"api_key": {KEY}}}"#)),
     );
-    server.send("GET", "/api/v1/status", &[("Cookie", &cookie)], None);
-    server.send("GET", "/api/v1/session", &[("Cookie", &cookie)], None);
+    server.send_json("GET", "/api/v1/status", &[("Cookie", &cookie)], None);
+    server.send_json("GET", "/api/v1/session", &[("Cookie", &cookie)], None);
     server.put_limits(&[("Cookie", &cookie)]);
-    server.send(
+    server.send_json(
         "GET",
         "/api/v1/status",
         &[("Authorization", &bearer())],
         None,
     );
-    server.send(
+    server.send_json(
         "DELETE",
         "/api/v1/session",
         &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
         None,
     );
-    server.send("GET", "/", &[], None);
+    server.send_json("GET", "/", &[], None);
     let seen = server.seen.lock().unwrap().clone();
     assert!(!seen.is_empty());
     assert!(!seen.contains(KEY), "the key is in a response: {seen}");
@@ -446,7 +365,7 @@ fn the_dashboard_is_served_without_auth_under_a_strict_policy() {
         ),
         ("/assets/favicon.svg", "image/svg+xml", "<svg"),
     ] {
-        let reply = server.send("GET", path, &[], None);
+        let reply = server.send_json("GET", path, &[], None);
         assert_eq!(reply.status, 200, "{path}");
         assert_eq!(reply.header("content-type"), Some(media_type), "{path}");
         let csp = reply.header("content-security-policy").unwrap();
@@ -456,13 +375,13 @@ fn the_dashboard_is_served_without_auth_under_a_strict_policy() {
         assert!(reply.body.contains(needle), "{path}");
     }
     server
-        .send("GET", "/assets/secret.txt", &[], None)
+        .send_json("GET", "/assets/secret.txt", &[], None)
         .error(404, "not_found");
     server
-        .send("GET", "/assets/..%2Fsrc%2Flib.rs", &[], None)
+        .send_json("GET", "/assets/..%2Fsrc%2Flib.rs", &[], None)
         .error(404, "not_found");
     // The Host check still applies.
     server
-        .send("GET", "/", &[("Host", "evil.example")], None)
+        .send_json("GET", "/", &[("Host", "evil.example")], None)
         .error(403, "host_not_allowed");
 }

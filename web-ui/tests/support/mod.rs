@@ -2,6 +2,8 @@
 //! node with what it parsed and renders what the node answers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod server;
+
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
