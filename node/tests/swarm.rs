@@ -420,3 +420,64 @@ async fn a_seeder_restart_mid_download_is_redialed_and_the_download_completes() 
     leecher.node.shutdown(Duration::from_secs(5)).await.unwrap();
     seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A connected peer that takes requests and never answers (one behind a network split, whose
+/// connection has not timed out yet) does not hold up a download another peer can serve. Found
+/// by `node/tests/faults.rs`: the manifest was asked of one connected peer at a time, each until
+/// it answered, so a download waited for the split peer's connection to time out (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_does_not_hold_up_a_download_another_peer_serves() {
+    let seeder = TestNode::start(Behaviour::default()).await;
+    let leecher = TestNode::start(Behaviour::default()).await;
+    let bytes = payload(3 * CHUNK_SIZE as usize, 8);
+    let content = seeder.share(&bytes);
+    let (endpoint, silent) = raw_client("tally").await;
+    let conn = endpoint
+        .dial(leecher.id(), leecher.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    wait_for("the leecher to register the silent peer", || {
+        leecher
+            .shared()
+            .peers
+            .connection(&silent.peer_id())
+            .is_some()
+    })
+    .await;
+    // Every stream the leecher opens is taken and kept, unanswered; a manifest request is
+    // reported.
+    // Room for one report per stream the leecher could open; more are dropped (one is enough).
+    let (asked, mut manifest_asked) = tokio::sync::mpsc::channel(16);
+    let keeper = tokio::spawn(async move {
+        while let Ok((writer, mut reader)) = conn.accept_bi().await {
+            let asked = asked.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(Request::Manifest { .. })) = reader.recv::<Request>().await {
+                    let _ = asked.try_send(());
+                }
+                std::future::pending::<()>().await;
+                drop((writer, reader));
+            });
+        }
+    });
+    let status = fetch::start(leecher.shared(), content, leecher.out("got.bin")).unwrap();
+    tokio::time::timeout(DEADLINE, manifest_asked.recv())
+        .await
+        .expect("the leecher asked the silent peer for the manifest")
+        .unwrap();
+    // Only now does a peer that holds the content connect; the silent one stays connected.
+    leecher.connect(&seeder).await;
+    assert_eq!(finished(&status).await, Phase::Complete);
+    assert!(std::fs::read(leecher.out("got.bin")).unwrap() == bytes);
+    assert!(
+        leecher
+            .shared()
+            .peers
+            .connection(&silent.peer_id())
+            .is_some(),
+        "the silent peer's connection ended, so this test proved nothing"
+    );
+    keeper.abort();
+    leecher.node.shutdown(Duration::from_secs(5)).await.unwrap();
+    seeder.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -13,7 +13,7 @@
 //! for the last of them (and for the content store's claim on the download to be released, so
 //! it can be started again and resume).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -37,6 +37,10 @@ use crate::wire::{self, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, RefusalCode, Requ
 pub const PIPELINE: usize = 4;
 /// How long a download waits for a first provider before it fails.
 pub const PROVIDER_WAIT: Duration = Duration::from_secs(30);
+/// Peers a download asks for the manifest at once, at most.
+const MANIFEST_ASKS: usize = 4;
+/// An ask for the manifest unanswered this long no longer holds up asking another peer.
+const MANIFEST_ASK_WAIT: Duration = Duration::from_secs(2);
 /// How often a running download looks for new providers among connected peers.
 const REDISCOVER: Duration = Duration::from_millis(500);
 /// How long a finished download tries to get its last bytes acknowledged.
@@ -500,7 +504,11 @@ async fn final_receipt(shared: &Arc<Shared>, peer: PeerId) {
 }
 
 /// The manifest of `content`: from the content store, else from the first connected peer that
-/// has it (checked against the id before it is decoded).
+/// has it (checked against the id before it is decoded). Up to [`MANIFEST_ASKS`] peers are
+/// asked at once and the first good answer wins, so a connected peer that never answers (one
+/// behind a network split, whose connection has not timed out yet) holds up one ask, not the
+/// download; after [`MANIFEST_ASK_WAIT`] its ask no longer counts against the limit (its answer
+/// is still taken if it comes).
 async fn find_manifest(shared: &Arc<Shared>, content: ContentId) -> anyhow::Result<Manifest> {
     if let Some(manifest) = shared
         .content_blocking(move |c| c.manifest(&content))
@@ -510,51 +518,39 @@ async fn find_manifest(shared: &Arc<Shared>, content: ContentId) -> anyhow::Resu
     }
     let deadline = Instant::now() + PROVIDER_WAIT;
     let mut asked: HashSet<PeerId> = HashSet::new();
+    let mut asking: JoinSet<(PeerId, anyhow::Result<Response>)> = JoinSet::new();
+    // When each unanswered ask started.
+    let mut pending: HashMap<PeerId, Instant> = HashMap::new();
     while Instant::now() < deadline {
         crate::gossip::task::dial_providers(shared, &content);
         for peer in shared.peers.connected() {
+            let waiting = pending
+                .values()
+                .filter(|at| at.elapsed() < MANIFEST_ASK_WAIT)
+                .count();
+            if waiting >= MANIFEST_ASKS {
+                break;
+            }
             if !asked.insert(peer) {
                 continue;
             }
             let Some(conn) = shared.peers.connection(&peer) else {
                 continue;
             };
-            match request(&conn, &Request::Manifest { content }).await {
-                Ok(Response::Manifest { encoded }) => {
-                    if ContentId(*blake3::hash(&encoded).as_bytes()) != content {
-                        shared.peers.penalize(
-                            peer,
-                            PENALTY_BAD_ANSWER,
-                            "sent a manifest that does not hash to the content id",
-                        );
-                        continue;
-                    }
-                    match Manifest::decode(&encoded) {
-                        Ok(manifest) => return Ok(manifest),
-                        Err(error) => {
-                            shared.peers.penalize(
-                                peer,
-                                PENALTY_BAD_ANSWER,
-                                &format!("sent an invalid manifest: {error}"),
-                            );
-                        }
-                    }
-                }
-                Ok(Response::Refused { .. }) => {}
-                Ok(other) => {
-                    shared.peers.penalize(
-                        peer,
-                        PENALTY_BAD_ANSWER,
-                        &format!("answered a manifest request with {other:?}"),
-                    );
-                }
-                Err(error) => {
-                    tracing::debug!(peer = %peer.fmt_short(), "manifest request failed: {error:#}")
-                }
-            }
+            pending.insert(peer, Instant::now());
+            asking
+                .spawn(async move { (peer, request(&conn, &Request::Manifest { content }).await) });
         }
         tokio::select! {
             () = shared.cancel.cancelled() => anyhow::bail!("the node is shutting down"),
+            Some(answer) = asking.join_next(), if !asking.is_empty() => {
+                let Ok((peer, answer)) = answer else { continue };
+                pending.remove(&peer);
+                if let Some(manifest) = check_manifest(shared, content, peer, answer) {
+                    // Dropping `asking` aborts the asks still waiting.
+                    return Ok(manifest);
+                }
+            }
             () = tokio::time::sleep(REDISCOVER) => {}
         }
     }
@@ -562,6 +558,52 @@ async fn find_manifest(shared: &Arc<Shared>, content: ContentId) -> anyhow::Resu
         "no connected peer has the manifest of {content} (asked {} peers for {PROVIDER_WAIT:?}); connect to a peer that shares it with `tally connect`",
         asked.len()
     )
+}
+
+/// A peer's answer to a manifest request: the manifest if it is the content's; a wrong one is
+/// penalised.
+fn check_manifest(
+    shared: &Shared,
+    content: ContentId,
+    peer: PeerId,
+    answer: anyhow::Result<Response>,
+) -> Option<Manifest> {
+    match answer {
+        Ok(Response::Manifest { encoded }) => {
+            if ContentId(*blake3::hash(&encoded).as_bytes()) != content {
+                shared.peers.penalize(
+                    peer,
+                    PENALTY_BAD_ANSWER,
+                    "sent a manifest that does not hash to the content id",
+                );
+                return None;
+            }
+            match Manifest::decode(&encoded) {
+                Ok(manifest) => Some(manifest),
+                Err(error) => {
+                    shared.peers.penalize(
+                        peer,
+                        PENALTY_BAD_ANSWER,
+                        &format!("sent an invalid manifest: {error}"),
+                    );
+                    None
+                }
+            }
+        }
+        Ok(Response::Refused { .. }) => None,
+        Ok(other) => {
+            shared.peers.penalize(
+                peer,
+                PENALTY_BAD_ANSWER,
+                &format!("answered a manifest request with {other:?}"),
+            );
+            None
+        }
+        Err(error) => {
+            tracing::debug!(peer = %peer.fmt_short(), "manifest request failed: {error:#}");
+            None
+        }
+    }
 }
 
 /// One provider's part of a download: learn which chunks it holds, then run [`PIPELINE`]
