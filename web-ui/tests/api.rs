@@ -1127,10 +1127,7 @@ fn metrics_are_prometheus_text_behind_the_api_key() {
     );
     let refused = server.send("GET", "/metrics", &[], None);
     refused.error(401, "unauthorized");
-    assert_eq!(
-        refused.header("www-authenticate"),
-        Some("Bearer")
-    );
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
     server
         .send("GET", "/metrics", &[("Authorization", "Bearer nope")], None)
         .error(401, "unauthorized");
