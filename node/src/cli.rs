@@ -306,6 +306,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub upload_budget_monthly: Option<String>,
 
+    /// Incoming connections one source IP may hold at once (handshakes in progress included).
+    ///
+    /// Defaults to `[node] max_connections_per_ip` in config.toml, itself 8.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<String>,
+
     /// Test mode: never propose a receipt (a freerider). Peers stop serving this node after
     /// one credit window each.
     #[arg(long, hide = true)]

@@ -47,6 +47,10 @@ pub const MIN_UPLOAD_BUDGET: u64 = 16 << 20;
 pub const ENV_UPLOAD_LIMIT: &str = "TALLY_UPLOAD_LIMIT";
 /// Environment variable overriding `[node] download_limit`.
 pub const ENV_DOWNLOAD_LIMIT: &str = "TALLY_DOWNLOAD_LIMIT";
+/// Environment variable overriding `[node] max_connections_per_ip`.
+pub const ENV_MAX_CONNECTIONS_PER_IP: &str = "TALLY_MAX_CONNECTIONS_PER_IP";
+/// Incoming connections per source IP, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = crate::transport::DEFAULT_MAX_CONNECTIONS_PER_IP;
 
 /// Where the node listens for peers unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7420";
@@ -109,6 +113,8 @@ pub struct NodeSettings {
     pub upload_budget_monthly: Option<u64>,
     /// Connections kept at most, in and out together.
     pub max_connections: usize,
+    /// Incoming connections (handshakes in progress and established) one source IP may hold.
+    pub max_connections_per_ip: usize,
     /// Time between two gossip syncs this node starts.
     pub gossip_interval: std::time::Duration,
     /// Receipts between other peers kept at most (this node's own are never dropped).
@@ -132,6 +138,7 @@ impl Default for NodeSettings {
             upload_budget_daily: None,
             upload_budget_monthly: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             gossip_interval: std::time::Duration::from_millis(DEFAULT_GOSSIP_INTERVAL_MS),
             max_third_party_receipts: DEFAULT_MAX_THIRD_PARTY_RECEIPTS,
             target_peers: DEFAULT_TARGET_PEERS,
@@ -245,6 +252,8 @@ pub struct FileNode {
     pub upload_budget_monthly: Option<String>,
     /// `max_connections = N`
     pub max_connections: Option<u64>,
+    /// `max_connections_per_ip = N`
+    pub max_connections_per_ip: Option<u64>,
     /// `gossip_interval_ms = N`
     pub gossip_interval_ms: Option<u64>,
     /// `max_third_party_receipts = N`
@@ -284,6 +293,8 @@ pub struct Overrides {
     pub upload_budget_daily: Option<String>,
     /// `--upload-budget-monthly`.
     pub upload_budget_monthly: Option<String>,
+    /// `--max-connections-per-ip`.
+    pub max_connections_per_ip: Option<String>,
 }
 
 impl FileConfig {
@@ -387,6 +398,10 @@ impl Config {
                     &in_file("[node] max_connections"),
                 )?;
             }
+            if let Some(v) = node.max_connections_per_ip {
+                n.max_connections_per_ip =
+                    from(checked_per_ip(v), &in_file("[node] max_connections_per_ip"))?;
+            }
             if let Some(v) = node.gossip_interval_ms {
                 n.gossip_interval = from(
                     checked_gossip_interval(v),
@@ -439,6 +454,10 @@ impl Config {
         if let Some(v) = env(ENV_UPLOAD_BUDGET_MONTHLY) {
             config.node.upload_budget_monthly = from(budget(&v), ENV_UPLOAD_BUDGET_MONTHLY)?;
         }
+        if let Some(v) = env(ENV_MAX_CONNECTIONS_PER_IP) {
+            config.node.max_connections_per_ip =
+                from(parsed_per_ip(&v), ENV_MAX_CONNECTIONS_PER_IP)?;
+        }
 
         if let Some(network) = &flags.network {
             config.network = from(checked_network(network), "--network")?;
@@ -463,6 +482,10 @@ impl Config {
         }
         if let Some(v) = &flags.upload_budget_monthly {
             config.node.upload_budget_monthly = from(budget(v), "--upload-budget-monthly")?;
+        }
+        if let Some(v) = &flags.max_connections_per_ip {
+            config.node.max_connections_per_ip =
+                from(parsed_per_ip(v), "--max-connections-per-ip")?;
         }
         if let Some(level) = &flags.log_level {
             config.log_level = from(checked_log_level(level), "--log-level")?;
@@ -574,6 +597,21 @@ fn checked_max_connections(value: u64) -> anyhow::Result<usize> {
         bail!("max_connections = {value} is out of range: it must be between 1 and 65536");
     }
     usize::try_from(value).map_err(|_| anyhow::anyhow!("max_connections = {value} is too large"))
+}
+
+fn checked_per_ip(value: u64) -> anyhow::Result<usize> {
+    if !(1..=65_536).contains(&value) {
+        bail!("max_connections_per_ip = {value} is out of range: it must be between 1 and 65536");
+    }
+    usize::try_from(value)
+        .map_err(|_| anyhow::anyhow!("max_connections_per_ip = {value} is too large"))
+}
+
+fn parsed_per_ip(text: &str) -> anyhow::Result<usize> {
+    let value = text.trim().parse::<u64>().map_err(|_| {
+        anyhow::anyhow!("invalid max_connections_per_ip {text:?}: expected a whole number")
+    })?;
+    checked_per_ip(value)
 }
 
 fn checked_gossip_interval(ms: u64) -> anyhow::Result<std::time::Duration> {
@@ -690,6 +728,10 @@ upload_budget_daily = "unlimited"
 upload_budget_monthly = "unlimited"
 # Connections kept at most, incoming and outgoing together.
 max_connections = {DEFAULT_MAX_CONNECTIONS}
+# Incoming connections one source IP (IPv6: one /64) may hold at once, handshakes in progress
+# included; more are refused before any handshake work. Loopback testnets give each node its own
+# 127.x address. Environment: TALLY_MAX_CONNECTIONS_PER_IP; flag: --max-connections-per-ip.
+max_connections_per_ip = {DEFAULT_MAX_CONNECTIONS_PER_IP}
 # Gossip: every this many milliseconds the node syncs receipts, conflict proofs, provider and
 # peer records with one random connected peer.
 gossip_interval_ms = {DEFAULT_GOSSIP_INTERVAL_MS}
@@ -754,6 +796,7 @@ mod tests {
                     upload_budget_daily: Some("unlimited".into()),
                     upload_budget_monthly: Some("unlimited".into()),
                     max_connections: Some(DEFAULT_MAX_CONNECTIONS as u64),
+                    max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP as u64),
                     gossip_interval_ms: Some(DEFAULT_GOSSIP_INTERVAL_MS),
                     max_third_party_receipts: Some(DEFAULT_MAX_THIRD_PARTY_RECEIPTS),
                     target_peers: Some(DEFAULT_TARGET_PEERS as u64),
@@ -967,6 +1010,10 @@ mod tests {
             ("[node]\nupload_limit = \"fast\"\n", "upload_limit"),
             ("[node]\nack_bytes = 1\n", "ack_bytes"),
             ("[node]\nmax_connections = 0\n", "max_connections"),
+            (
+                "[node]\nmax_connections_per_ip = 0\n",
+                "max_connections_per_ip",
+            ),
             ("[node]\ngossip_interval_ms = 1\n", "gossip_interval_ms"),
             (
                 "[node]\nmax_third_party_receipts = 10000000000\n",
@@ -979,5 +1026,27 @@ mod tests {
                 Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap_err();
             assert!(format!("{err:#}").contains(key), "{bad}: {err:#}");
         }
+    }
+
+    #[test]
+    fn max_connections_per_ip_layers_file_env_flag() {
+        let file = FileConfig::parse("[node]\nmax_connections_per_ip = 3\n").unwrap();
+        let config = Config::layered(&file, "config.toml", &no_env, &Overrides::default()).unwrap();
+        assert_eq!(config.node.max_connections_per_ip, 3);
+        let env = |name: &str| (name == ENV_MAX_CONNECTIONS_PER_IP).then(|| "5".to_owned());
+        let config = Config::layered(&file, "config.toml", &env, &Overrides::default()).unwrap();
+        assert_eq!(config.node.max_connections_per_ip, 5);
+        let flags = Overrides {
+            max_connections_per_ip: Some("7".into()),
+            ..Overrides::default()
+        };
+        let config = Config::layered(&file, "config.toml", &env, &flags).unwrap();
+        assert_eq!(config.node.max_connections_per_ip, 7);
+        let bad = |name: &str| (name == ENV_MAX_CONNECTIONS_PER_IP).then(|| "many".to_owned());
+        let err = Config::layered(&file, "config.toml", &bad, &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(ENV_MAX_CONNECTIONS_PER_IP),
+            "{err:#}"
+        );
     }
 }

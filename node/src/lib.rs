@@ -106,6 +106,10 @@ impl Context {
                 .command
                 .run_flags()
                 .and_then(|a| a.download_limit.clone()),
+            max_connections_per_ip: cli
+                .command
+                .run_flags()
+                .and_then(|a| a.max_connections_per_ip.clone()),
         };
         let config = Config::load(&data_dir.config_file(), env, &flags)?;
         Ok(Self { data_dir, config })

@@ -174,6 +174,7 @@ fn init_creates_private_files_and_a_config_with_every_key() {
             "upload_budget_daily",
             "upload_budget_monthly",
             "max_connections",
+            "max_connections_per_ip",
             "gossip_interval_ms",
             "max_third_party_receipts",
             "target_peers",

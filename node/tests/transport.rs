@@ -466,3 +466,59 @@ async fn the_peer_id_is_the_identity_key() {
         "32 raw bytes of the ed25519 key"
     );
 }
+
+#[tokio::test]
+async fn a_source_past_its_connection_limit_is_refused_and_a_banned_one_gets_no_answer() {
+    let mut config = TransportConfig::default();
+    config.max_connections_per_ip = 2;
+    let listener = bind_with(1, network(), config);
+    let source = localhost().ip();
+    let (a, b, c) = (bind(2), bind(3), bind(4));
+    let (_a_out, a_in) = connect(&a, &listener).await;
+    let (_b_out, _b_in) = connect(&b, &listener).await;
+    assert_eq!(listener.admission().connections(source), 2);
+
+    // A third connection from the same address is refused before any handshake.
+    let err = within(
+        "a dial past the limit",
+        c.dial(listener.peer_id(), listener.local_addr()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !matches!(err, TransportError::HandshakeTimeout { .. }),
+        "refused, not ignored: {err}"
+    );
+    assert_eq!(listener.admission().connections(source), 2);
+
+    // The slot comes back once the connection is gone on the listener's side.
+    drop(a_in);
+    within("the slot to come back", async {
+        while listener.admission().connections(source) > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (_c_out, _c_in) = connect(&c, &listener).await;
+
+    // A banned address gets no answer at all: its dial times out.
+    let banned = listener.admission().penalize(
+        source,
+        tally_node::transport::admission::IP_BAN_THRESHOLD,
+        "test",
+    );
+    assert!(banned);
+    let mut short = TransportConfig::default();
+    short.handshake_timeout = Duration::from_millis(500);
+    let d = bind_with(5, network(), short);
+    let err = within(
+        "a banned dial",
+        d.dial(listener.peer_id(), listener.local_addr()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, TransportError::HandshakeTimeout { .. }),
+        "{err}"
+    );
+}

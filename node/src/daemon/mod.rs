@@ -334,13 +334,13 @@ impl Node {
         } = parts;
         let network = config.network_id();
         let settings = config.node.clone();
-        let endpoint = Endpoint::bind(
-            settings.listen,
-            &identity,
-            network,
-            TransportConfig::default(),
-        )
-        .with_context(|| format!("cannot listen for peers on {}", settings.listen))?;
+        let transport = TransportConfig {
+            max_connections_per_ip: settings.max_connections_per_ip,
+            ..TransportConfig::default()
+        };
+        let endpoint = Endpoint::bind(settings.listen, &identity, network, transport)
+            .with_context(|| format!("cannot listen for peers on {}", settings.listen))?;
+        let admission = Arc::clone(endpoint.admission());
         let identity = Arc::new(identity);
         let store = Arc::new(store);
         let (store2, me) = (Arc::clone(&store), identity.peer_id());
@@ -369,7 +369,7 @@ impl Node {
             store,
             content: Arc::new(content),
             endpoint,
-            peers: peers::Peers::new(settings.max_connections),
+            peers: peers::Peers::new(settings.max_connections).with_admission(admission),
             gossip: Arc::new(crate::gossip::Gossip::new(settings.gossip_interval)),
             downloads: Mutex::new(HashMap::new()),
             upload_limit: RateLimiter::new(settings.upload_limit, u64::from(CHUNK_SIZE)),

@@ -2,6 +2,11 @@
 //! driver task per connection (the receipt re-sync, then a task per incoming request), and the
 //! penalties that end in a ban.
 //!
+//! A penalty on a peer that dialed in is also charged to its source IP (the endpoint's
+//! [`Admission`]), since a misbehaving client can make a new key for every connection; when the
+//! IP is banned, every connection from it is closed and the endpoint refuses it before any
+//! handshake.
+//!
 //! At most one connection per peer is kept. When both sides dial at once, the connection dialed
 //! by the lower PeerId wins on both sides, so they agree without talking about it.
 
@@ -16,7 +21,7 @@ use tracing::Instrument as _;
 
 use super::{Shared, now_ms};
 use crate::config::PeerAddr;
-use crate::transport::{Connection, ErrorCode};
+use crate::transport::{Admission, Connection, ErrorCode};
 use crate::wire::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, Request, Response};
 
 /// Requests one connection may have in progress at once; more wait for a slot.
@@ -126,6 +131,7 @@ impl Table {
 pub struct Peers {
     table: Mutex<Table>,
     max_connections: usize,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Peers {
@@ -134,7 +140,21 @@ impl Peers {
         Self {
             table: Mutex::new(Table::default()),
             max_connections,
+            admission: None,
         }
+    }
+
+    /// Charges the penalties of inbound peers to their source IPs in `admission` as well.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Whether the source IP of `addr` is banned now.
+    pub fn is_ip_banned(&self, addr: std::net::SocketAddr) -> bool {
+        self.admission
+            .as_ref()
+            .is_some_and(|admission| admission.is_banned(addr.ip()))
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -247,6 +267,7 @@ impl Peers {
         *total = total.saturating_add(points);
         let total = *total;
         tracing::warn!(peer = %peer.fmt_short(), points, total, "penalised: {why}");
+        self.charge_source(&mut table, peer, points, why);
         if total < BAN_THRESHOLD {
             return false;
         }
@@ -257,6 +278,43 @@ impl Peers {
         }
         tracing::warn!(peer = %peer.fmt_short(), "banned for {BAN_DURATION:?}: {why}");
         true
+    }
+
+    /// Charges `points` to the source IP of `peer`'s connection if it dialed in; if that bans
+    /// the IP, closes every connection from it.
+    fn charge_source(&self, table: &mut Table, peer: PeerId, points: u32, why: &str) {
+        let Some(admission) = &self.admission else {
+            return;
+        };
+        let Some(entry) = table.live.get(&peer) else {
+            return;
+        };
+        if entry.direction != Direction::Inbound {
+            return;
+        }
+        let ip = entry.conn.remote_addr().ip();
+        if !admission.penalize(ip, points, why) {
+            return;
+        }
+        let key = crate::transport::admission::source_key(ip);
+        let from_ip: Vec<PeerId> = table
+            .live
+            .iter()
+            .filter(|(_, e)| {
+                e.direction == Direction::Inbound
+                    && crate::transport::admission::source_key(e.conn.remote_addr().ip()) == key
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for other in from_ip {
+            if let Some(entry) = table.live.remove(&other) {
+                table.remember(other, &entry);
+                entry.conn.close(
+                    ErrorCode::Banned,
+                    "this node has banned your address for a while",
+                );
+            }
+        }
     }
 
     /// Adds `conn` to the table. Returns false (and closes `conn`) when it loses to an
@@ -343,6 +401,14 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             Some(Ok(conn)) => {
                 if shared.peers.is_banned(&conn.peer_id()) {
                     conn.close(ErrorCode::Banned, "this node has banned you for a while");
+                    continue;
+                }
+                // Banned while its handshake ran.
+                if shared.peers.is_ip_banned(conn.remote_addr()) {
+                    conn.close(
+                        ErrorCode::Banned,
+                        "this node has banned your address for a while",
+                    );
                     continue;
                 }
                 let task = drive(Arc::clone(&shared), conn, Direction::Inbound);

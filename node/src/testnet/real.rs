@@ -404,9 +404,10 @@ impl<'a> Run<'a> {
         let behaviour = slot.behaviour();
         let dir = slot.dir.clone();
         let limits = (group.upload_limit, group.download_limit);
+        let quic_ip = node_loopback(index);
         let running = match &self.options.processes {
-            None => self.launch_in_process(&dir, peers, limits, behaviour)?,
-            Some(bin) => launch_process(bin, &dir, &peers, limits, behaviour)?,
+            None => self.launch_in_process(&dir, quic_ip, peers, limits, behaviour)?,
+            Some(bin) => launch_process(bin, &dir, quic_ip, &peers, limits, behaviour)?,
         };
         let dashboard = format!("http://{}/#key={}", running.api_addr, running.api_key);
         if let Some(row) = lock(&self.overview)
@@ -437,6 +438,7 @@ impl<'a> Run<'a> {
     fn launch_in_process(
         &self,
         dir: &Path,
+        quic_ip: std::net::IpAddr,
         peers: Vec<PeerAddr>,
         (upload, download): (Option<u64>, Option<u64>),
         behaviour: Behaviour,
@@ -448,7 +450,11 @@ impl<'a> Run<'a> {
             network: self.scenario.network.clone(),
             ..Config::default()
         };
-        config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.node.listen = SocketAddr::new(quic_ip, 0);
+        if quic_ip == std::net::Ipv4Addr::LOCALHOST {
+            // Every node shares one source address: the per-IP limit must not bite.
+            config.node.max_connections_per_ip = config.node.max_connections;
+        }
         config.node.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.node.peers = peers;
         if let Some(window) = self.scenario.credit_window {
@@ -1080,9 +1086,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts `tally run` for `dir` and reads the address it prints.
+/// The loopback address node `index` of a testnet binds its QUIC endpoint to. On Linux every
+/// address of 127/8 reaches the loopback interface, so each node gets its own (127.0.0.2 on) and
+/// the per-IP limits and IP bans see distinct hosts, as on a real network. Elsewhere only
+/// 127.0.0.1 is sure to exist; the nodes share it and their per-IP limit is raised.
+pub fn node_loopback(index: usize) -> std::net::IpAddr {
+    if cfg!(target_os = "linux") {
+        let offset = u32::try_from(index).unwrap_or(u32::MAX).min(0x00ff_fffd);
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0002 + offset))
+    } else {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
+}
+
 fn launch_process(
     bin: &Path,
     dir: &Path,
+    quic_ip: std::net::IpAddr,
     peers: &[PeerAddr],
     (upload, download): (Option<u64>, Option<u64>),
     behaviour: Behaviour,
@@ -1098,7 +1118,7 @@ fn launch_process(
             "run",
             "--json",
             "--listen",
-            "127.0.0.1:0",
+            &SocketAddr::new(quic_ip, 0).to_string(),
             "--api-listen",
             "127.0.0.1:0",
         ])
@@ -1108,6 +1128,10 @@ fn launch_process(
     let limit = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
     command.args(["--upload-limit", &limit(upload)]);
     command.args(["--download-limit", &limit(download)]);
+    if quic_ip == std::net::Ipv4Addr::LOCALHOST {
+        // Every node shares one source address: the per-IP limit must not bite.
+        command.args(["--max-connections-per-ip", "65536"]);
+    }
     for peer in peers {
         command.arg("--peer").arg(peer.to_string());
     }

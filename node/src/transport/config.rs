@@ -8,6 +8,9 @@ use super::hello::MAX_HELLO_FRAME;
 
 const MIB: u64 = 1024 * 1024;
 
+/// Incoming connections per source IP, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 8;
+
 /// Settings of an [`super::Endpoint`]. Start from [`TransportConfig::default`] and change
 /// fields; [`super::Endpoint::bind`] checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,9 @@ pub struct TransportConfig {
     pub udp_recv_buffer: usize,
     /// Incoming handshakes in progress at once; more are refused until some finish.
     pub max_pending_handshakes: usize,
+    /// Incoming connections one source IP (IPv6: one /64) may hold at once, handshakes in
+    /// progress and established together; more are refused before any handshake work.
+    pub max_connections_per_ip: usize,
     /// The port announced in our Hello; `None` announces the bound port.
     pub listen_port: Option<u16>,
     /// Our software and version, announced in the Hello (cut to 64 bytes).
@@ -62,6 +68,7 @@ impl Default for TransportConfig {
             udp_send_buffer: 4 * MIB as usize,
             udp_recv_buffer: 4 * MIB as usize,
             max_pending_handshakes: 64,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             listen_port: None,
             agent: concat!("tally/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -96,6 +103,9 @@ impl TransportConfig {
         }
         if self.max_pending_handshakes == 0 {
             return Err(invalid("max_pending_handshakes must be at least 1".into()));
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err(invalid("max_connections_per_ip must be at least 1".into()));
         }
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|_| invalid(format!("idle_timeout {:?} is too long", self.idle_timeout)))?;

@@ -19,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
+use super::admission::{Admission, IpSlot, Refusal};
 use super::config::TransportConfig;
 use super::error::{ErrorCode, TransportError};
 use super::frame::{FrameReader, FrameWriter};
@@ -56,6 +57,7 @@ struct Shared {
     server_base: quinn::ServerConfig,
     config: TransportConfig,
     hello: Hello,
+    admission: Arc<Admission>,
 }
 
 impl Shared {
@@ -289,6 +291,7 @@ impl Endpoint {
         let me = identity.peer_id();
         let listen_port = config.listen_port.or(Some(local_addr.port()));
         let hello = Hello::new(network, listen_port, &config.agent);
+        let admission = Admission::new(config.max_connections_per_ip);
         let shared = Arc::new(Shared {
             me,
             network,
@@ -298,6 +301,7 @@ impl Endpoint {
             server_base,
             config,
             hello,
+            admission,
         });
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let cancel = CancellationToken::new();
@@ -421,6 +425,11 @@ impl Endpoint {
     pub fn quinn(&self) -> &quinn::Endpoint {
         &self.quinn
     }
+
+    /// The per-IP accounting of incoming connections: limits, penalties, bans.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.shared.admission
+    }
 }
 
 /// Takes incoming connections and handshakes each in its own task, until cancelled or the
@@ -444,6 +453,21 @@ async fn accept_loop(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let remote = incoming.remote_address();
+                // The source first: a banned or full address costs a lookup and no crypto.
+                let slot = match shared.admission.admit(remote.ip()) {
+                    Ok(slot) => slot,
+                    Err(Refusal::Banned) => {
+                        // Not even a refusal packet: a banned flood gets nothing back.
+                        debug!(%remote, "source banned; ignoring");
+                        incoming.ignore();
+                        continue;
+                    }
+                    Err(Refusal::TooMany) => {
+                        debug!(%remote, "source at its connection limit; refusing");
+                        incoming.refuse();
+                        continue;
+                    }
+                };
                 // Finish the handshakes we have before taking more remote work.
                 if handshakes.len() >= shared.config.max_pending_handshakes {
                     debug!(%remote, "too many handshakes in progress; refusing");
@@ -455,15 +479,24 @@ async fn accept_loop(
                 let tx = tx.clone();
                 handshakes.spawn(
                     async move {
-                        let result = accept_one(incoming, &shared).await;
-                        match &result {
-                            Ok(connection) => {
+                        let (result, proven) = accept_one(incoming, &shared).await;
+                        let result = match result {
+                            Ok(mut connection) => {
                                 tracing::Span::current()
                                     .record("peer", connection.peer_id().fmt_short());
                                 debug!("accepted");
+                                // The slot lives as long as the connection's handles.
+                                connection.slot = Some(Arc::new(slot));
+                                Ok(connection)
                             }
-                            Err(e) => debug!("incoming handshake failed: {e}"),
-                        }
+                            Err(e) => {
+                                debug!("incoming handshake failed: {e}");
+                                let points = handshake_penalty(&e, proven);
+                                shared.admission.penalize(remote.ip(), points, &e.to_string());
+                                drop(slot);
+                                Err(e)
+                            }
+                        };
                         if let Err(mpsc::error::SendError(Ok(connection))) = tx.send(result).await {
                             connection.close(ErrorCode::ShuttingDown, "not accepting");
                         }
@@ -476,10 +509,43 @@ async fn accept_loop(
     debug!("accept loop stopped");
 }
 
-/// TLS, then the Hello exchange, for one incoming connection.
+/// Penalty points on the source of an incoming handshake that failed with `error`. Only what
+/// an address proven by finishing TLS did is charged (`proven`), or a certificate, which comes
+/// after the client has answered our handshake packets: a spoofed source address cannot get
+/// that far, so nobody can have another's address banned with forged packets. Mismatches an
+/// honest node can make (another network or version) cost little.
+pub(crate) fn handshake_penalty(error: &TransportError, proven: bool) -> u32 {
+    match error {
+        TransportError::BadCertificate { .. } => 50,
+        _ if !proven => 0,
+        // Garbage, an oversized frame, or a forged Hello on the Hello stream.
+        TransportError::Hello { .. } => 50,
+        // TLS done, then no Hello: half-open on purpose.
+        TransportError::HandshakeTimeout { .. } => 30,
+        TransportError::OtherNetwork { .. }
+        | TransportError::IncompatibleProtocol { .. }
+        | TransportError::TlsRefused { .. }
+        | TransportError::WrongPeer { .. } => 5,
+        // Gone during the Hello: closed, reset, timed out.
+        _ => 10,
+    }
+}
+
+/// TLS, then the Hello exchange, for one incoming connection; and whether TLS finished (the
+/// source address is then proven: it answered our packets).
 async fn accept_one(
     incoming: quinn::Incoming,
     shared: &Shared,
+) -> (Result<Connection, TransportError>, bool) {
+    let mut proven = false;
+    let result = accept_inner(incoming, shared, &mut proven).await;
+    (result, proven)
+}
+
+async fn accept_inner(
+    incoming: quinn::Incoming,
+    shared: &Shared,
+    proven: &mut bool,
 ) -> Result<Connection, TransportError> {
     let addr = incoming.remote_address();
     let after = shared.config.handshake_timeout;
@@ -494,6 +560,7 @@ async fn accept_one(
         Err(_) => return Err(TransportError::HandshakeTimeout { addr, after }),
         Ok(result) => result.map_err(|e| shared.handshake_error(e, addr, &probe))?,
     };
+    *proven = true;
     let peer = remote_peer_id(&connection)?;
     let exchange = hello::listen(&connection, &shared.hello);
     shared
@@ -608,6 +675,8 @@ pub struct Connection {
     peer: PeerId,
     hello: Arc<Hello>,
     max_frame: usize,
+    /// The incoming connection's place in its source's count (see [`Admission`]).
+    slot: Option<Arc<IpSlot>>,
 }
 
 impl Connection {
@@ -617,6 +686,7 @@ impl Connection {
             peer,
             hello: Arc::new(hello),
             max_frame,
+            slot: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //!   network, features, listen port, agent).
 //! - [`frame`]: every message is a length-prefixed postcard frame with a hard cap; chunk payloads
 //!   travel as raw bytes after a header frame.
+//! - [`admission`]: incoming connections per source IP, and IP penalties and bans, checked
+//!   before a handshake starts.
 //! - [`Endpoint`] and [`Connection`]: bind, dial, accept, framed streams, close with an
 //!   [`ErrorCode`].
 //!
@@ -16,6 +18,7 @@
 //! [`Connection::open_bi`] and [`Connection::accept_bi`]. The wire format is in
 //! `docs/PROTOCOL.md`.
 
+pub mod admission;
 mod config;
 mod endpoint;
 mod error;
@@ -23,7 +26,8 @@ pub mod frame;
 mod hello;
 pub mod tls;
 
-pub use config::TransportConfig;
+pub use admission::{Admission, IpSlot};
+pub use config::{DEFAULT_MAX_CONNECTIONS_PER_IP, TransportConfig};
 pub use endpoint::{Connection, Endpoint, UdpBuffers};
 pub use error::{ErrorCode, TransportError};
 pub use frame::{FrameError, FrameReader, FrameWriter, MAX_FRAME};

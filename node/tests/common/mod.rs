@@ -1,5 +1,8 @@
-//! What the in-process node tests share: a node on 127.0.0.1 port 0 with a temporary data dir,
+//! What the in-process node tests share: a node on loopback port 0 with a temporary data dir,
 //! payloads, and waiting for a condition with a deadline.
+//!
+//! Each node binds its own loopback address (127.1.x.y; on Linux all of 127/8 reaches `lo`), as
+//! separate hosts would, so the per-IP connection limit and IP bans see one source per node.
 // Test helpers panic on failure by design; not every test file uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -42,7 +45,11 @@ impl TestNode {
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
         let mut config = Config::default();
-        config.node.listen = "127.0.0.1:0".parse().unwrap();
+        config.node.listen = std::net::SocketAddr::new(next_loopback(), 0);
+        if !cfg!(target_os = "linux") {
+            // Every node shares 127.0.0.1 there: the per-IP limit must not bite.
+            config.node.max_connections_per_ip = config.node.max_connections;
+        }
         adjust(&mut config);
         let identity = Identity::from_secret_bytes(secret);
         let parts = NodeParts::open(dir.path(), identity, config, behaviour).unwrap();
@@ -100,6 +107,17 @@ impl TestNode {
             })
             .unwrap()
     }
+}
+
+/// A loopback address no other node of this process has had: 127.1.0.1 on (Linux), or
+/// 127.0.0.1 where only that one is sure to exist.
+pub fn next_loopback() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if !cfg!(target_os = "linux") {
+        return std::net::Ipv4Addr::LOCALHOST.into();
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0xfffe;
+    std::net::Ipv4Addr::from(0x7f01_0001 + n).into()
 }
 
 /// Deterministic bytes that differ at every position, so a misplaced chunk is caught.
