@@ -63,6 +63,9 @@ impl Default for StoreConfig {
     }
 }
 
+/// A trade agreement as [`Store::put_agreement`] kept it: (trade id, encoding).
+pub type StoredAgreement = ([u8; 32], Vec<u8>);
+
 /// What [`Store::apply`] did with a receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -140,6 +143,9 @@ pub struct Store {
     /// uploader ‖ downloader → seq ‖ eviction order (big-endian u64s): the tombstones of evicted
     /// receipts, so gossip does not bring them straight back.
     tombstones: sled::Tree,
+    /// trade id → the encoding of a trade agreement this node signed, opaque here: the node's
+    /// market keeps its agreed trades across restarts with it.
+    agreements: sled::Tree,
     /// The owner (this node), if known. Every apply holds it shared; an eviction step and an
     /// owner change hold it exclusively, so neither interleaves with an apply's read-then-write.
     gate: RwLock<Option<PeerId>>,
@@ -254,6 +260,7 @@ impl Store {
             dishonest: tree("dishonest")?,
             proposals: tree("proposals")?,
             tombstones: tree("tombstones")?,
+            agreements: tree("agreements")?,
             gate: RwLock::new(owner),
             third_party: AtomicU64::new(0),
             tombstone_count: AtomicU64::new(0),
@@ -636,6 +643,36 @@ impl Store {
             .map_err(self.backend())?
             .map(|bytes| decode(&key, &bytes))
             .transpose()
+    }
+
+    /// Keeps `encoded`, a trade agreement this node signed, under its trade `id` (flush before
+    /// the signature leaves). The ledger does not read it.
+    pub fn put_agreement(&self, id: &[u8; 32], encoded: &[u8]) -> Result<(), StoreError> {
+        self.agreements
+            .insert(id, encoded)
+            .map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// Every agreement kept.
+    pub fn agreements(&self) -> Result<Vec<StoredAgreement>, StoreError> {
+        self.agreements
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(self.backend())?;
+                let id = <[u8; 32]>::try_from(key.as_ref()).map_err(|_| StoreError::BadRecord {
+                    key: "agreement".into(),
+                    detail: format!("a key of {} bytes, expected 32", key.len()),
+                })?;
+                Ok((id, value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Forgets agreement `id` (its trade is over).
+    pub fn remove_agreement(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        self.agreements.remove(id).map_err(self.backend())?;
+        Ok(())
     }
 
     /// Makes every write so far durable. Call before acknowledging a receipt to anyone.

@@ -677,6 +677,53 @@ impl Market {
         }
     }
 
+    /// Takes back the trades this node agreed before a restart, from their `agreements` (as
+    /// the store kept them): each that verifies, names this node as a party and is not past
+    /// its deadline is kept again as agreed, its delivery counted from now. Returns the ids of
+    /// those that are over (expired, or not this node's), for the store to forget.
+    pub fn restore(&self, agreements: Vec<Agreement>, now_ms: u64) -> Vec<[u8; 32]> {
+        let mut over = Vec::new();
+        let mut inner = self.inner(now_ms);
+        for agreement in agreements {
+            let terms = agreement.terms;
+            let id = trade_id(&terms, &self.network);
+            let role = if terms.seller == self.me {
+                Party::Seller
+            } else if terms.buyer == self.me {
+                Party::Buyer
+            } else {
+                over.push(id);
+                continue;
+            };
+            let Ok(verified) = agreement.verify(&self.network) else {
+                over.push(id);
+                continue;
+            };
+            if now_ms >= terms.expires_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+                over.push(id);
+                continue;
+            }
+            if inner.trades.iter().any(|t| t.id == id) {
+                continue;
+            }
+            let mut trade = Trade::propose(terms, now_ms, TRADE_SILENCE_MS);
+            if trade.agree(&verified, now_ms).is_err() {
+                over.push(id);
+                continue;
+            }
+            inner.keep_trade(TradeEntry {
+                id,
+                role,
+                trade,
+                agreement: Some(agreement),
+                note: None,
+                counted: 0,
+                acked: 0,
+            });
+        }
+        over
+    }
+
     /// The buyer's side once the seller countersigned trade `id`.
     pub fn agreed(&self, id: [u8; 32], agreement: Agreement, now_ms: u64) -> Result<(), String> {
         let verified = agreement
@@ -1138,7 +1185,7 @@ pub fn answer_orders(
 }
 
 /// The seller's answer to a [`Request::Trade`] from `from`.
-pub fn answer_trade(
+pub async fn answer_trade(
     shared: &Arc<Shared>,
     from: PeerId,
     proposal: TradeProposal,
@@ -1146,6 +1193,16 @@ pub fn answer_trade(
 ) -> Response {
     match shared.market.answer_proposal(proposal, from, now_ms()) {
         Ok(agreement) => {
+            // Durable before the signature leaves, so a restart cannot forget a trade the
+            // buyer holds (it would then price the trade's bytes at par and refuse the
+            // buyer's receipts as too few credits).
+            if let Err(error) = keep_agreement(shared, agreement).await {
+                tracing::warn!("cannot record a trade agreement: {error:#}");
+                return Response::refused(
+                    RefusalCode::Unavailable,
+                    "this node cannot record the agreement now; try again later",
+                );
+            }
             crate::daemon::events::trades_changed(shared);
             tracing::info!(
                 buyer = %from.fmt_short(),
@@ -1235,6 +1292,11 @@ pub fn start_proposals(shared: &Arc<Shared>, proposals: Vec<([u8; 32], TradeProp
                 Ok(Ok(Response::Agreement(agreement))) => {
                     match shared.market.agreed(id, agreement, now_ms()) {
                         Ok(()) => {
+                            if let Err(error) = keep_agreement(&shared, agreement).await {
+                                tracing::warn!(
+                                    "cannot record a trade agreement; a restart forgets it: {error:#}"
+                                );
+                            }
                             tracing::info!(
                                 seller = %seller.fmt_short(),
                                 bytes = agreement.terms.bytes,
@@ -1259,6 +1321,57 @@ pub fn start_proposals(shared: &Arc<Shared>, proposals: Vec<([u8; 32], TradeProp
     }
 }
 
+/// Stores `agreement` (keyed by its trade id) and flushes.
+async fn keep_agreement(shared: &Arc<Shared>, agreement: Agreement) -> anyhow::Result<()> {
+    let id = trade_id(&agreement.terms, &shared.network);
+    let encoded = postcard::to_allocvec(&agreement)?;
+    let store = Arc::clone(&shared.store);
+    tokio::task::spawn_blocking(move || {
+        store.put_agreement(&id, &encoded)?;
+        store.flush()
+    })
+    .await??;
+    Ok(())
+}
+
+/// Drops the stored agreements of trades that are over.
+async fn forget_agreements(shared: &Arc<Shared>, ids: Vec<[u8; 32]>) {
+    if ids.is_empty() {
+        return;
+    }
+    let store = Arc::clone(&shared.store);
+    let forgotten = tokio::task::spawn_blocking(move || {
+        ids.iter().try_for_each(|id| store.remove_agreement(id))
+    })
+    .await;
+    if !matches!(forgotten, Ok(Ok(()))) {
+        tracing::warn!("cannot drop the agreements of trades that are over: {forgotten:?}");
+    }
+}
+
+/// Takes back the trades agreed before this start from the store (see [`Market::restore`]),
+/// and forgets those that are over. Agreements that do not decode are dropped with a warning.
+pub async fn restore_trades(shared: &Arc<Shared>) -> anyhow::Result<usize> {
+    let store = Arc::clone(&shared.store);
+    let kept = tokio::task::spawn_blocking(move || store.agreements()).await??;
+    let mut agreements = Vec::new();
+    let mut over = Vec::new();
+    for (id, encoded) in kept {
+        match postcard::from_bytes::<Agreement>(&encoded) {
+            Ok(agreement) => agreements.push(agreement),
+            Err(error) => {
+                tracing::warn!(trade = %hex_short(&id), "dropping a stored agreement that does not decode: {error}");
+                over.push(id);
+            }
+        }
+    }
+    let total = agreements.len();
+    over.extend(shared.market.restore(agreements, now_ms()));
+    let restored = total.saturating_sub(over.len());
+    forget_agreements(shared, over).await;
+    Ok(restored)
+}
+
 /// How often trades' deadlines and silence are checked.
 pub const TICK: Duration = Duration::from_secs(1);
 
@@ -1277,6 +1390,7 @@ pub fn start(shared: &Arc<Shared>) {
             for entry in &ticked.ended {
                 report_end(entry);
             }
+            forget_agreements(&shared, ticked.ended.iter().map(|e| e.id).collect()).await;
             start_proposals(&shared, ticked.proposals);
         }
     });

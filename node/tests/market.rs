@@ -253,3 +253,85 @@ async fn forged_orders_are_refused_and_penalised_and_expired_ones_dropped() {
     neighbour.stop().await;
     victim.stop().await;
 }
+
+fn market_config(c: &mut tally_node::config::Config) {
+    c.node.gossip_interval = Duration::from_millis(200);
+    c.node.target_peers = 0;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_that_restarts_keeps_its_trade_and_accepts_the_buyers_priced_receipts() {
+    let seller = node().await;
+    let buyer = node().await;
+    buyer.connect(&seller).await;
+    let offer = api(&seller)
+        .post_offer(OfferRequest {
+            bytes: 8 << 20,
+            price_per_gib: 5,
+            max_rate: None,
+            ttl_s: Some(600),
+        })
+        .await
+        .unwrap();
+    wait_for("the offer in the buyer's book", || {
+        resting(&buyer, OrderId(offer.order_id.0))
+    })
+    .await;
+    api(&buyer)
+        .post_bid(BidRequest {
+            bytes: 4 << 20,
+            max_price_per_gib: 8,
+            content_id: None,
+            ttl_s: Some(600),
+        })
+        .await
+        .unwrap();
+    let agreed = |node: &TestNode| {
+        let trades = node.shared().market.trades(now_ms());
+        trades.len() == 1 && trades[0].trade.state() == TradeState::Agreed
+    };
+    wait_for("the trade agreed on both sides", || {
+        agreed(&buyer) && agreed(&seller)
+    })
+    .await;
+    let before = seller.shared().market.trades(now_ms())[0].clone();
+
+    // The seller stops and starts again: the trade is still there, as agreed.
+    let (dir, secret) = seller.stop().await;
+    let seller = TestNode::start_in(dir, secret, Behaviour::default(), market_config).await;
+    let after = seller.shared().market.trades(now_ms());
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].id, after[0].role, after[0].agreement),
+        (before.id, before.role, before.agreement)
+    );
+    assert_eq!(after[0].trade.state(), TradeState::Agreed);
+
+    // The buyer fetches from it: its receipts carry the trade's price, and the seller signs
+    // them (it would refuse them as too few credits had it forgotten the trade).
+    buyer.connect(&seller).await;
+    // Past the first SETTLE_MARGIN bytes, which the buyer pays at par.
+    let bytes = common::payload(8 << 20, 9);
+    let content = seller.share(&bytes);
+    let status =
+        tally_node::daemon::fetch::start(buyer.shared(), content, buyer.out("t.bin")).unwrap();
+    assert_eq!(
+        common::finished(&status).await,
+        tally_node::daemon::fetch::Phase::Complete
+    );
+    wait_for("a receipt covering the file", || {
+        buyer
+            .latest(seller.id(), buyer.id())
+            .is_some_and(|r| r.bytes == bytes.len() as u64)
+    })
+    .await;
+    let receipt = buyer.latest(seller.id(), buyer.id()).unwrap();
+    assert!(
+        receipt.credits < receipt.bytes,
+        "priced at the trade's 5 credits per GiB: {receipt:?}"
+    );
+    assert_eq!(seller.latest(seller.id(), buyer.id()), Some(receipt));
+    for node in [buyer, seller] {
+        node.stop().await;
+    }
+}

@@ -107,6 +107,32 @@ fn receipts_survive_a_reopen_after_flush() {
 }
 
 #[test]
+fn agreements_survive_a_reopen_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.put_agreement(&[1; 32], b"first").unwrap();
+        store.put_agreement(&[2; 32], b"second").unwrap();
+        store.put_agreement(&[1; 32], b"first, again").unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.agreements().unwrap(),
+        vec![
+            ([1; 32], b"first, again".to_vec()),
+            ([2; 32], b"second".to_vec())
+        ]
+    );
+    store.remove_agreement(&[1; 32]).unwrap();
+    assert_eq!(
+        store.agreements().unwrap(),
+        vec![([2; 32], b"second".to_vec())]
+    );
+    assert!(store.check().unwrap().problems.is_empty());
+}
+
+#[test]
 fn a_second_open_of_a_held_store_says_it_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _held = open(dir.path());

@@ -409,6 +409,14 @@ impl Node {
                 "dropped the third parties' receipts farthest from this node"
             );
         }
+        // Before any peer is heard: a buyer's first request must meet its trade.
+        match crate::market::restore_trades(&shared).await {
+            Ok(0) => {}
+            Ok(restored) => {
+                tracing::info!(restored, "took back the trades agreed before this start")
+            }
+            Err(error) => tracing::warn!("cannot read the stored trade agreements: {error:#}"),
+        }
         shared.tasks.spawn(peers::accept_loop(Arc::clone(&shared)));
         for peer in shared.settings.peers.clone() {
             peers::keep_dialing(&shared, peer);

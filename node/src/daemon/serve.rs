@@ -186,7 +186,9 @@ async fn answer(
             }
         },
         Request::Orders(messages) => crate::market::answer_orders(shared, peer, messages, penalty),
-        Request::Trade(proposal) => crate::market::answer_trade(shared, peer, proposal, penalty),
+        Request::Trade(proposal) => {
+            crate::market::answer_trade(shared, peer, proposal, penalty).await
+        }
         Request::Chunk { .. } | Request::Gossip => {
             Response::refused(RefusalCode::Invalid, "served elsewhere")
         }
