@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p tally-node --bench flood` runs it with 64 MiB. Knobs: `TALLY_BENCH_BYTES`
 //! (content size in MiB), `TALLY_BENCH_ROUNDS` (unloaded and loaded alternate this many times;
-//! the ratio is taken between medians). Without `--bench` (as under `cargo test --benches`) it
+//! the ratio is taken between medians), `TALLY_BENCH_LINK_MIB` (the seeder's upload limit in
+//! MiB/s, its link; unlimited by default). Without `--bench` (as under `cargo test --benches`) it
 //! runs a small smoke test. The load average is printed with each figure: the machine may be
 //! shared. Linux only (the clients bind 127.0.0.2 and up).
 // A bench panics on failure by design.
@@ -45,8 +46,11 @@ fn load() -> String {
 
 /// One download of `len` bytes from a fresh seeder to a fresh leecher, flooded or not.
 /// Returns MiB/s of the download (start to complete, verified).
-async fn run(len: usize, seed: u64, flooded: bool) -> f64 {
-    let seeder = TestNode::start(Behaviour::default()).await;
+async fn run(len: usize, seed: u64, flooded: bool, link: Option<u64>) -> f64 {
+    let seeder = TestNode::start_with(Behaviour::default(), |c| {
+        c.node.upload_limit = link.map(tally_node::rate::Rate);
+    })
+    .await;
     let leecher = TestNode::start(Behaviour::default()).await;
     let bytes = payload(len, seed);
     let content = seeder.share(&bytes);
@@ -169,6 +173,12 @@ fn main() {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(if benchmarking { 64 } else { 4 });
+    // The seeder's upload link in MiB/s (unset: unlimited, and then the honest transfer is
+    // bound by the CPU the clients share with it).
+    let link: Option<u64> = std::env::var("TALLY_BENCH_LINK_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|mib| mib << 20);
     let rounds: usize = std::env::var("TALLY_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -181,20 +191,21 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "flood bench: {mib} MiB download, {} misbehaving clients, {rounds} round(s)",
-        flood::CLIENTS
+        "flood bench: {mib} MiB download, {} misbehaving clients, {rounds} round(s), seeder's link {}",
+        flood::CLIENTS,
+        link.map_or("unlimited".to_owned(), |l| format!("{} MiB/s", l >> 20))
     );
     let (mut unloaded, mut loaded) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let seed = 100 + round as u64 * 2;
         let before = load();
-        let alone = runtime.block_on(run(len, seed, false));
+        let alone = runtime.block_on(run(len, seed, false, link));
         println!(
             "  unloaded: {alone:8.1} MiB/s  (load {before} -> {})",
             load()
         );
         let before = load();
-        let flooded = runtime.block_on(run(len, seed + 1, true));
+        let flooded = runtime.block_on(run(len, seed + 1, true, link));
         println!(
             "  loaded:   {flooded:8.1} MiB/s  (load {before} -> {})",
             load()

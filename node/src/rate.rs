@@ -159,6 +159,21 @@ impl RateLimiter {
         }
     }
 
+    /// Gives back `bytes` taken for a transfer that did not happen (a turn refused after it
+    /// was granted), up to a full burst.
+    pub fn refund(&self, bytes: u64) {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return;
+        }
+        let burst = (rate as f64 / 10.0).max(self.min_burst as f64);
+        let mut bucket = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        bucket.tokens = (bucket.tokens + bytes as f64).min(burst);
+    }
+
     /// Takes `bytes` if the bucket allows, else says how long until it would.
     fn try_take(&self, rate: u64, bytes: u64) -> Option<Duration> {
         let burst = (rate as f64 / 10.0).max(self.min_burst as f64);
@@ -187,6 +202,19 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refund_gives_tokens_back_up_to_a_burst() {
+        let limiter = RateLimiter::new(Some(Rate(1_000_000)), 1);
+        // The bucket starts empty: 100 kB (the burst) is not there yet.
+        assert!(limiter.try_take(1_000_000, 100_000).is_some());
+        limiter.refund(100_000);
+        assert!(limiter.try_take(1_000_000, 100_000).is_none());
+        // More than a burst back is a burst.
+        limiter.refund(10_000_000);
+        assert!(limiter.try_take(1_000_000, 100_000).is_none());
+        assert!(limiter.try_take(1_000_000, 100_000).is_some());
+    }
 
     #[test]
     fn rates_parse_in_binary_and_decimal_units() {

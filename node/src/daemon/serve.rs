@@ -195,6 +195,13 @@ async fn answer(
     }
 }
 
+/// Gives back what a granted turn took for `len` bytes that were not sent: the upload limit's
+/// tokens and the upload budget.
+fn refund_turn(shared: &Shared, len: u32) {
+    shared.upload_limit.refund(u64::from(len));
+    shared.uploads.refund(now_ms(), u64::from(len));
+}
+
 /// Sends chunk `index` of `content`: a [`Response::Chunk`] header, then the raw bytes.
 async fn serve_chunk(
     shared: &Arc<Shared>,
@@ -294,6 +301,9 @@ async fn serve_chunk(
     };
     // A connection that closed while it waited gets nothing counted against its window.
     if conn.close_reason().is_some() {
+        if turn.is_ok() {
+            refund_turn(shared, len);
+        }
         return Ok(());
     }
     let _turn = match turn {
@@ -314,8 +324,16 @@ async fn serve_chunk(
         });
     match sent {
         Ok(Window::Open) => {}
-        Ok(shut) => return Ok(writer.send(&full(shut)).await?),
-        Err(error) => return Ok(writer.send(&internal(&error)).await?),
+        Ok(shut) => {
+            // The turn took tokens and budget for bytes that are not sent: give them back,
+            // or refused requests (strangers past the allowance) would eat the upload limit.
+            refund_turn(shared, len);
+            return Ok(writer.send(&full(shut)).await?);
+        }
+        Err(error) => {
+            refund_turn(shared, len);
+            return Ok(writer.send(&internal(&error)).await?);
+        }
     }
     let bytes = match shared
         .content_blocking(move |c| c.read_chunk(&content, index))

@@ -52,6 +52,11 @@ impl UploadQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Gives back to the upload budget `bytes` a granted turn did not send.
+    pub fn refund(&self, now_ms: u64, bytes: u64) {
+        self.scheduler().refund(now_ms, bytes);
+    }
+
     /// Waits for `peer`'s turn to be sent `bytes`, its standing being `standing`. `Err` with
     /// why when the queue refuses it (full) or the node is stopping.
     pub async fn turn(
