@@ -17,6 +17,12 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/process.rs"]
+mod process;
+use common::payload;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -62,27 +68,7 @@ fn test_seed() -> u64 {
 }
 
 fn tally(data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .env_remove("TALLY_NETWORK")
-        .env_remove("TALLY_DATA_DIR")
-        .env("TALLY_LOG_LEVEL", "warn");
-    command
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    process::tally(data, "warn")
 }
 
 /// Polls `condition` until it holds, failing after [`DEADLINE`] with `what`.

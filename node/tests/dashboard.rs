@@ -8,6 +8,9 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/process.rs"]
+mod process;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,15 +32,7 @@ static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 // ---- nodes ----
 
 fn tally(data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .env_remove("TALLY_NETWORK")
-        .env_remove("TALLY_DATA_DIR")
-        .env("TALLY_LOG_LEVEL", "info");
-    command
+    process::tally(data, "info")
 }
 
 fn run_ok(data: &Path, args: &[&str]) -> String {

@@ -20,6 +20,12 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/process.rs"]
+mod process;
+use common::payload;
+
 #[path = "support/relay.rs"]
 mod relay;
 
@@ -69,18 +75,6 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,15 +233,7 @@ fn bridge(name: &str) {
 // Nodes
 
 fn tally(data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .env_remove("TALLY_NETWORK")
-        .env_remove("TALLY_DATA_DIR")
-        .env("TALLY_LOG_LEVEL", "warn");
-    command
+    process::tally(data, "warn")
 }
 
 /// A `tally run` process on a host, SIGKILLed when dropped (the pid namespace reaps the rest).

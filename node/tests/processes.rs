@@ -4,6 +4,12 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/process.rs"]
+mod process;
+use common::payload;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,15 +20,7 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn tally(data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .env_remove("TALLY_NETWORK")
-        .env_remove("TALLY_DATA_DIR")
-        .env("TALLY_LOG_LEVEL", "info");
-    command
+    process::tally(data, "info")
 }
 
 fn run_ok(data: &Path, args: &[&str]) -> String {
@@ -114,18 +112,6 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap()
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 fn receipts(data: &Path) -> Vec<Value> {
