@@ -169,6 +169,8 @@ fn init_creates_private_files_and_a_config_with_every_key() {
             "peers",
             "ack_bytes",
             "credit_window",
+            // `stranger_credit` is there too, commented out: unset, it follows `credit_window`.
+            "stranger_write_off_s",
             "upload_limit",
             "download_limit",
             "upload_budget_daily",
@@ -180,6 +182,7 @@ fn init_creates_private_files_and_a_config_with_every_key() {
             "target_peers",
         ])
     );
+    assert!(text.contains("\n# stranger_credit = "), "{text}");
     // Every key is explained.
     assert!(
         text.lines().filter(|l| l.starts_with('#')).count() >= 10,
