@@ -546,7 +546,7 @@ async fn a_file_shared_through_the_form_on_a_downloads_on_b_with_live_progress()
         .await
         .unwrap();
     assert_eq!(same_page, json!(true));
-    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    // 100% means every chunk is stored; the file is written out after that, by `complete`.
     wait_js(
         &client,
         "the download's state",
@@ -555,6 +555,7 @@ async fn a_file_shared_through_the_form_on_a_downloads_on_b_with_live_progress()
         ),
     )
     .await;
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
     scroll_to(&client, "downloads-table").await;
     screenshot(&client, "dashboard-download").await;
     assert_eq!(page_errors(&client).await, Vec::<Value>::new());
