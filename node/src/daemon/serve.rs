@@ -314,6 +314,9 @@ async fn serve_chunk(
                 .await?);
         }
     };
+    // A stranger may have signed while its request waited: then it no longer draws on the
+    // allowance. (A store error keeps it a stranger, the safe side.)
+    let stranger = stranger && shared.is_stranger(peer, standing).unwrap_or(true);
     // Counted before sending, atomically with the check, so requests that waited together
     // cannot overshoot the window.
     // Under an agreed trade the credits due follow its price.
