@@ -16,6 +16,10 @@
 // A bench panics on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/load.rs"]
+mod load;
+use load::load;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -59,14 +63,6 @@ fn parse_size(text: &str) -> u64 {
         "G" | "g" => 30,
         other => panic!("TALLY_BENCH_BYTES: unknown unit {other:?}"),
     }
-}
-
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn write_payload(path: &Path, len: u64) {

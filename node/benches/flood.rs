@@ -17,6 +17,10 @@
 // A bench panics on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/load.rs"]
+mod load;
+use load::load;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/common/flood.rs"]
@@ -35,14 +39,6 @@ use tokio_util::sync::CancellationToken;
 const MIB: f64 = 1024.0 * 1024.0;
 /// Sources the seeder must be tracking before the loaded download starts.
 const FLOOD_UNDER_WAY: usize = 40;
-
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// One download of `len` bytes from a fresh seeder to a fresh leecher, flooded or not.
 /// Returns MiB/s of the download (start to complete, verified).

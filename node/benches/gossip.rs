@@ -20,6 +20,10 @@
 // A bench panics on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/load.rs"]
+mod load;
+use load::load;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -155,14 +159,6 @@ async fn until(start: Instant, target: usize, mut count: impl FnMut() -> usize) 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed().as_secs_f64()
-}
-
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn median(values: &mut [f64]) -> f64 {

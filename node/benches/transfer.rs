@@ -24,6 +24,10 @@
 // A bench panics on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/load.rs"]
+mod load;
+use load::load;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,15 +71,6 @@ fn parse_size(text: &str) -> u64 {
         other => panic!("TALLY_BENCH_BYTES / _WINDOW: unknown unit {other:?}"),
     };
     n << shift
-}
-
-/// The load average (1, 5, 15 minutes) as /proc/loadavg has it.
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux if that fails).

@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
@@ -169,15 +168,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // One line, sent once.
-        let (send, receive) = mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = send.send(line);
-        });
-        let line = receive.recv_timeout(DEADLINE).unwrap_or_default();
+        let line = process::first_line(child.stdout.take().unwrap(), DEADLINE);
         match serde_json::from_str::<Value>(&line) {
             Ok(info) => {
                 self.info = info;

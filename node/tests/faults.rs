@@ -34,7 +34,6 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -285,14 +284,7 @@ impl Node {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (send, receive) = mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = send.send(line);
-        });
-        let line = receive.recv_timeout(DEADLINE).unwrap_or_default();
+        let line = process::first_line(child.stdout.take().unwrap(), DEADLINE);
         let Ok(info) = serde_json::from_str::<Value>(&line) else {
             let _ = child.kill();
             panic!(
