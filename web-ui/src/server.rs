@@ -2,8 +2,9 @@
 //! listener until a shutdown signal.
 //!
 //! Every request passes, outermost first: a tracing span (method, path, status — never
-//! headers), the Host check against DNS rebinding ([`ApiAuth::allowed_hosts`]), the body limit
-//! ([`MAX_BODY_BYTES`]), then for `/api/v1` the API-key check, then the handler. Every error on
+//! headers), reading the whole body (at most [`MAX_BODY_BYTES`], so that a refusal leaves the
+//! kept-alive connection usable), the Host check against DNS rebinding
+//! ([`ApiAuth::allowed_hosts`]), the body limit ([`MAX_BODY_BYTES`]), then for `/api/v1` the API-key check, then the handler. Every error on
 //! that path — including unknown routes, wrong methods and bodies that do not parse — is an
 //! [`ApiError`] rendered as JSON.
 
@@ -245,6 +246,7 @@ pub fn router_with_routes<N: NodeApi>(node: Arc<N>, auth: ApiAuth) -> (Router, V
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth, check_host))
+        .layer(middleware::from_fn(read_body_first))
         .layer(middleware::from_fn(trace_request));
     routes.extend(session_routes);
     routes.extend(metrics_routes);
@@ -280,6 +282,36 @@ async fn trace_request(request: Request, next: Next) -> Response {
     span.record("status", response.status().as_u16());
     span.in_scope(|| tracing::debug!("answered"));
     response
+}
+
+/// Reads the whole request body (up to [`MAX_BODY_BYTES`]) before anything can refuse the
+/// request. A refusal sent while part of the body is still on the wire makes the HTTP layer
+/// close the connection, and a client that reuses its kept-alive connection for the next
+/// request then finds it gone; with the body read, refusals keep the connection usable.
+async fn read_body_first(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(error) if too_large(&error) => ApiError::payload_too_large(format!(
+            "the request body is larger than {MAX_BODY_BYTES} bytes"
+        ))
+        .into_response(),
+        Err(error) => {
+            ApiError::bad_request(format!("cannot read the request body: {error}")).into_response()
+        }
+    }
+}
+
+/// Whether reading a body failed at the size limit rather than on the connection.
+fn too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 async fn check_host(State(auth): State<Arc<ApiAuth>>, request: Request, next: Next) -> Response {

@@ -380,6 +380,72 @@ fn a_wrong_key_is_401() {
     assert_eq!(server.get("/api/v1/status").status, 200);
 }
 
+/// Reads one HTTP/1.1 response with a `Content-Length` from `stream`: (status, body).
+fn read_response(stream: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, String) {
+    use std::io::{BufRead as _, Read as _};
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut length = 0;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_refused_request_whose_body_comes_late_keeps_the_connection_usable() {
+    use std::io::Write as _;
+    let server = start();
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let body = r#"{"upload_bytes_per_s": 1000}"#;
+    // The refusal is known from the headers alone; the body follows a moment later, as it may
+    // from any client that writes headers and body separately.
+    write!(
+        writer,
+        "PUT /api/v1/limits HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    )
+    .unwrap();
+    writer.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    writer.write_all(body.as_bytes()).unwrap();
+    let (status, _) = read_response(&mut reader);
+    assert_eq!(status, 401);
+    // The same connection carries the next request.
+    write!(
+        writer,
+        "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        server.addr,
+        bearer()
+    )
+    .unwrap();
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.node.state.lock().unwrap().limits.upload_bytes_per_s,
+        None
+    );
+}
+
 #[test]
 fn a_foreign_host_is_403_even_with_the_key() {
     let server = start();
