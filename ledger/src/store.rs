@@ -146,6 +146,11 @@ pub struct Store {
     /// trade id → the encoding of a trade agreement this node signed, opaque here: the node's
     /// market keeps its agreed trades across restarts with it.
     agreements: sled::Tree,
+    /// uploader ‖ downloader → () : pairs in which this node sent bytes before their first
+    /// receipt, marked durably before those bytes left, so that after a restart the uploader
+    /// still accepts a claim for them. Removed once the pair has a receipt or the bytes are
+    /// written off.
+    unreceipted: sled::Tree,
     /// The owner (this node), if known. Every apply holds it shared; an eviction step and an
     /// owner change hold it exclusively, so neither interleaves with an apply's read-then-write.
     gate: RwLock<Option<PeerId>>,
@@ -261,6 +266,7 @@ impl Store {
             proposals: tree("proposals")?,
             tombstones: tree("tombstones")?,
             agreements: tree("agreements")?,
+            unreceipted: tree("unreceipted")?,
             gate: RwLock::new(owner),
             third_party: AtomicU64::new(0),
             tombstone_count: AtomicU64::new(0),
@@ -673,6 +679,40 @@ impl Store {
     pub fn remove_agreement(&self, id: &[u8; 32]) -> Result<(), StoreError> {
         self.agreements.remove(id).map_err(self.backend())?;
         Ok(())
+    }
+
+    /// Marks that this node, the uploader of `pair`, is about to send bytes the pair has no
+    /// receipt for yet (flush before sending them). After a restart the uploader has lost its
+    /// count of them; the mark tells it the downloader may claim some
+    /// ([`crate::pair::UploaderPair::with_uncounted`]), where a pair never sent anything must
+    /// refuse every claim.
+    pub fn mark_unreceipted(&self, pair: &Pair) -> Result<(), StoreError> {
+        self.unreceipted
+            .insert(pair_key(pair), &[])
+            .map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// Whether [`Store::mark_unreceipted`] marked `pair` and nothing has unmarked it.
+    pub fn is_unreceipted(&self, pair: &Pair) -> Result<bool, StoreError> {
+        self.unreceipted
+            .contains_key(pair_key(pair))
+            .map_err(self.backend())
+    }
+
+    /// Removes `pair`'s mark: it has a receipt now, or what was sent unreceipted was written
+    /// off. Needs no flush: a mark a crash leaves behind only allows claims for bytes that were
+    /// sent.
+    pub fn unmark_unreceipted(&self, pair: &Pair) -> Result<(), StoreError> {
+        self.unreceipted
+            .remove(pair_key(pair))
+            .map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// Pairs marked by [`Store::mark_unreceipted`].
+    pub fn unreceipted_count(&self) -> usize {
+        self.unreceipted.len()
     }
 
     /// Makes every write so far durable. Call before acknowledging a receipt to anyone.

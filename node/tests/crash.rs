@@ -2,12 +2,13 @@
 //! (port 0) with temporary data dirs.
 //!
 //! - A busy victim V (sharing content both ways with two peers that stay up, downloading from
-//!   both, uploading to both, gossiping, and buying on a live trade) is SIGKILLed 100 times at
-//!   random moments and restarted on the same data dir each time. After every kill its store must
-//!   open, and every receipt a peer holds that V signed must be covered by what V made durable
-//!   (see [`Durable::check`] for exactly what that means). At the end every pair of the three
-//!   nodes holds the same latest receipt on both sides, no conflict proof exists anywhere, every
-//!   chain with V moved on after the last restart, and every download is complete and intact.
+//!   both, uploading to both, gossiping, buying on one live trade and selling on another) is
+//!   SIGKILLed 100 times at random moments and restarted on the same data dir each time. After
+//!   every kill its store must open, and every receipt a peer holds that V signed must be
+//!   covered by what V made durable (see [`Durable::check`] for exactly what that means). At the
+//!   end every pair of the three nodes holds the same latest receipt on both sides, no conflict
+//!   proof exists anywhere, every chain with V moved on after the last restart, and every
+//!   download is complete and intact.
 //! - A node whose data dir becomes read-only, or whose disk fills up, reports a clear error, keeps
 //!   its store sound, and works again once the directory is writable or the space is back. Both
 //!   need a private mount namespace (`unshare -m` and `nsenter`, as root); where the machine does
@@ -453,38 +454,51 @@ fn a_busy_node_killed_100_times_loses_no_acknowledged_receipt_and_its_pairs_agre
     let y = share(&v, &y_file);
     wait_for("V connected to A and B", || v.connected() >= 2);
 
-    // A live trade: B sells upload, V buys it and fetches X from B (and A) at the trade's price.
-    // (V is the buyer: a seller that restarts forgets its trades, see docs/TESTING.md.)
-    let offer = b
-        .api()
-        .post_offer(&OfferRequest {
-            bytes: 32 << 20,
-            price_per_gib: 5,
-            max_rate: None,
-            ttl_s: Some(3600),
-        })
-        .unwrap();
-    wait_for("B's offer in V's book", || {
-        v.api()
-            .market()
-            .is_ok_and(|m| m.offers.iter().any(|o| o.order_id == offer.order_id))
-    });
-    v.api()
-        .post_bid(&BidRequest {
-            bytes: 16 << 20,
-            max_price_per_gib: 8,
-            content_id: Some(x),
-            ttl_s: Some(3600),
-        })
-        .unwrap();
-    wait_for("the trade agreed on both sides", || {
-        [&v, &b].iter().all(|node| {
-            node.api().trades().is_ok_and(|t| {
-                t.iter()
-                    .any(|t| t.state == "agreed" || t.state == "delivering")
+    // Two live trades, V on both sides: B sells upload to V, which fetches X from B (and A) at
+    // the trade's price; V sells upload to A, which fetches Y from V (and B) at its price. V's
+    // trades must outlive its restarts (they are kept in its store), or the priced receipts
+    // of either stall.
+    let trade = |seller: &Node, buyer: &Node, content: HexId, price: u64| {
+        let offer = seller
+            .api()
+            .post_offer(&OfferRequest {
+                // All the bid takes, so the next bid cannot match what is left of it.
+                bytes: 16 << 20,
+                price_per_gib: price,
+                max_rate: None,
+                ttl_s: Some(3600),
             })
-        })
-    });
+            .unwrap();
+        wait_for("the offer in the buyer's book", || {
+            buyer
+                .api()
+                .market()
+                .is_ok_and(|m| m.offers.iter().any(|o| o.order_id == offer.order_id))
+        });
+        buyer
+            .api()
+            .post_bid(&BidRequest {
+                bytes: 16 << 20,
+                max_price_per_gib: price + 3,
+                content_id: Some(content),
+                ttl_s: Some(3600),
+            })
+            .unwrap();
+        let (seller_id, buyer_id) = (seller.peer_id(), buyer.peer_id());
+        wait_for("the trade agreed on both sides", || {
+            [seller, buyer].iter().all(|node| {
+                node.api().trades().is_ok_and(|t| {
+                    t.iter().any(|t| {
+                        t.seller.as_bytes() == seller_id.as_bytes()
+                            && t.buyer.as_bytes() == buyer_id.as_bytes()
+                            && (t.state == "agreed" || t.state == "delivering")
+                    })
+                })
+            })
+        });
+    };
+    trade(&b, &v, x, 5);
+    trade(&v, &a, y, 6);
 
     let (v_out, a_out, b_out) = (
         tmp.path().join("v-x.bin"),
@@ -624,6 +638,16 @@ fn a_busy_node_killed_100_times_loses_no_acknowledged_receipt_and_its_pairs_agre
     });
     for (node, _) in &nodes {
         assert_eq!(node.conflicts(), Vec::<Value>::new(), "{}", node.name);
+    }
+    // Both trades were delivered on priced receipts (far below par, one credit a byte), across
+    // V's restarts as seller and as buyer.
+    for (seller, buyer) in [(b_id, v_id), (v_id, a_id)] {
+        let latest = v
+            .receipts()
+            .into_iter()
+            .find(|r| r.uploader == seller && r.downloader == buyer)
+            .unwrap();
+        assert!(latest.credits < latest.bytes, "{latest:?}");
     }
     // Every seq a peer was seen holding is still at V.
     let final_v: BTreeMap<Pair, u64> = v.receipts().iter().map(|r| (r.pair(), r.seq)).collect();

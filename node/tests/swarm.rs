@@ -320,6 +320,99 @@ async fn forged_proposals_are_refused_and_the_node_keeps_serving() {
     peer.node.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Takes chunk `index` of `content` over `conn` and checks it against `bytes`.
+async fn take_chunk(
+    conn: &tally_node::transport::Connection,
+    content: tally_node::content::ContentId,
+    index: u32,
+    bytes: &[u8],
+) {
+    let (mut w, mut r) = conn.open_bi().await.unwrap();
+    w.send(&Request::Chunk { content, index }).await.unwrap();
+    w.finish().await.unwrap();
+    let header: Response = r.recv().await.unwrap().unwrap();
+    assert_eq!(header, Response::Chunk { len: CHUNK_SIZE });
+    let mut chunk = vec![0; CHUNK_SIZE as usize];
+    r.read_raw(&mut chunk).await.unwrap();
+    let start = index as usize * CHUNK_SIZE as usize;
+    assert!(chunk == bytes[start..start + CHUNK_SIZE as usize]);
+}
+
+/// An uploader that restarts before a pair's first receipt has lost its count of what it sent;
+/// it marked the pair in its store before the first bytes left, so it still countersigns the
+/// downloader's claim for them. A key it never sent anything is refused the same claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_uploader_countersigns_what_it_sent_before_the_pairs_first_receipt() {
+    let node = TestNode::start(Behaviour::default()).await;
+    let bytes = payload(3 * CHUNK_SIZE as usize, 9);
+    let content = node.share(&bytes);
+    let uploader = node.id();
+    let (endpoint, me) = raw_client("tally").await;
+    let conn = endpoint
+        .dial(uploader, node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    take_chunk(&conn, content, 0, &bytes).await;
+    take_chunk(&conn, content, 1, &bytes).await;
+    let pair = tally_ledger::Pair {
+        uploader,
+        downloader: me.peer_id(),
+    };
+    assert!(node.shared().store.is_unreceipted(&pair).unwrap());
+    assert_eq!(node.latest(uploader, me.peer_id()), None);
+    drop(conn);
+    let (dir, secret) = node.stop().await;
+    let node = TestNode::start_in(dir, secret, Behaviour::default(), |_| {}).await;
+    let net = NetworkId::from_name("tally");
+    let claim = |downloader: &Identity| {
+        ReceiptBody {
+            uploader,
+            downloader: downloader.peer_id(),
+            seq: 1,
+            bytes: 2 * u64::from(CHUNK_SIZE),
+            credits: 2 * u64::from(CHUNK_SIZE),
+            time_ms: 1,
+        }
+        .propose(downloader, &net)
+    };
+    let (other_endpoint, other) = raw_client("tally").await;
+    let other_conn = other_endpoint
+        .dial(uploader, node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    match ask(&other_conn, &Request::Propose(claim(&other))).await {
+        Response::Refused { reason, .. } => assert_eq!(reason, RefusalCode::BadProposal),
+        answer => panic!("a claim from a key never sent anything was answered {answer:?}"),
+    }
+    let conn = endpoint
+        .dial(uploader, node.node.quic_addr().unwrap())
+        .await
+        .unwrap();
+    let answer = ask(&conn, &Request::Propose(claim(&me))).await;
+    let Response::Countersigned(receipt) = answer else {
+        panic!("the claim for what was sent before the restart was answered {answer:?}");
+    };
+    receipt.verify(&net).unwrap();
+    assert_eq!(node.latest(uploader, me.peer_id()), Some(receipt));
+    // The receipt stands in for the mark now.
+    assert!(!node.shared().store.is_unreceipted(&pair).unwrap());
+    // And the pair goes on: the last chunk, then a claim for all three.
+    take_chunk(&conn, content, 2, &bytes).await;
+    let all = ReceiptBody {
+        seq: 2,
+        bytes: 3 * u64::from(CHUNK_SIZE),
+        credits: 3 * u64::from(CHUNK_SIZE),
+        ..claim(&me).body
+    }
+    .propose(&me, &net);
+    let answer = ask(&conn, &Request::Propose(all)).await;
+    assert!(
+        matches!(answer, Response::Countersigned(_)),
+        "the next claim was answered {answer:?}"
+    );
+    node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
     let node = TestNode::start(Behaviour::default()).await;

@@ -133,6 +133,38 @@ fn agreements_survive_a_reopen_until_removed() {
 }
 
 #[test]
+fn unreceipted_marks_survive_a_reopen_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = |down: u8| Pair {
+        uploader: who(1).peer_id(),
+        downloader: who(down).peer_id(),
+    };
+    {
+        let store = open(dir.path());
+        store.mark_unreceipted(&pair(2)).unwrap();
+        store.mark_unreceipted(&pair(3)).unwrap();
+        store.mark_unreceipted(&pair(2)).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert!(store.is_unreceipted(&pair(2)).unwrap());
+    assert!(store.is_unreceipted(&pair(3)).unwrap());
+    assert!(!store.is_unreceipted(&pair(4)).unwrap());
+    // The reverse pair is another pair.
+    let reverse = Pair {
+        uploader: who(2).peer_id(),
+        downloader: who(1).peer_id(),
+    };
+    assert!(!store.is_unreceipted(&reverse).unwrap());
+    assert_eq!(store.unreceipted_count(), 2);
+    store.unmark_unreceipted(&pair(2)).unwrap();
+    store.unmark_unreceipted(&pair(4)).unwrap();
+    assert!(!store.is_unreceipted(&pair(2)).unwrap());
+    assert_eq!(store.unreceipted_count(), 1);
+    assert!(store.check().unwrap().problems.is_empty());
+}
+
+#[test]
 fn a_second_open_of_a_held_store_says_it_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _held = open(dir.path());

@@ -44,6 +44,9 @@ struct State {
     /// Bytes sent to strangers that were written off unsigned (see [`Pairs::forgive`]): they
     /// no longer count against the stranger's window. Cleared when it signs.
     forgiven: HashMap<PeerId, u64>,
+    /// Upload pairs with no receipt whose mark is in the store ([`Store::mark_unreceipted`]):
+    /// bytes may be sent to them now.
+    marked: HashSet<PeerId>,
 }
 
 /// This node's receipt chains with its peers.
@@ -99,8 +102,9 @@ impl Pairs {
     /// countersign up to `bytes` more than it counts as sent: the largest credit window this
     /// node grants, which bounds what it may have sent unacknowledged before a restart or a
     /// crash. Without it a downloader that received those bytes is refused ever after
-    /// ([`tally_ledger::UploaderPair::with_uncounted`]). A pair without a receipt gets none:
-    /// bytes sent before its first receipt and lost in a restart still stall it.
+    /// ([`tally_ledger::UploaderPair::with_uncounted`]). A pair without a receipt gets it only
+    /// if the store marks it as sent to ([`Pairs::mark_sending`]); one never sent anything
+    /// gets none, so a claim against it is still refused.
     pub fn with_uncounted(mut self, bytes: u64) -> Self {
         self.uncounted = bytes;
         self
@@ -122,13 +126,23 @@ impl Pairs {
         Ok(match state.uploads.entry(peer) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let latest = self.store.latest(&Pair {
+                let pair = Pair {
                     uploader: self.me,
                     downloader: peer,
-                })?;
-                // Only a pair that has a receipt can have been running before this process;
-                // a new one gets no allowance, so a claim past what was sent is still refused.
-                let uncounted = if latest.is_some() { self.uncounted } else { 0 };
+                };
+                let latest = self.store.latest(&pair)?;
+                // Only a pair with a receipt, or marked as sent to before its first one, can
+                // have been sent bytes before this process; any other gets no allowance, so a
+                // claim past what was sent is still refused.
+                let marked = latest.is_none() && self.store.is_unreceipted(&pair)?;
+                if marked {
+                    state.marked.insert(peer);
+                }
+                let uncounted = if latest.is_some() || marked {
+                    self.uncounted
+                } else {
+                    0
+                };
                 entry.insert(
                     UploaderPair::new(self.network, self.me, peer, latest)
                         .with_uncounted(uncounted),
@@ -209,6 +223,44 @@ impl Pairs {
         let mut state = self.state();
         let forgiven = state.forgiven.entry(peer).or_insert(0);
         *forgiven = forgiven.saturating_add(bytes);
+        // Written off, the bytes are no longer claimed after a restart either; and the marks
+        // of keys that never sign stay as few as the strangers being served.
+        if state.marked.remove(&peer) {
+            let pair = Pair {
+                uploader: self.me,
+                downloader: peer,
+            };
+            if let Err(error) = self.store.unmark_unreceipted(&pair) {
+                tracing::warn!(peer = %peer.fmt_short(), "cannot unmark a written-off pair: {error}");
+            }
+        }
+    }
+
+    /// Makes sure bytes may leave for `peer` now: a pair with no receipt is marked durably as
+    /// sent to before its first bytes leave ([`Store::mark_unreceipted`]), so that after a
+    /// restart this node still countersigns what it sent before that receipt. Nothing to do
+    /// for a pair with a receipt, or one already marked; a store error means nothing may be
+    /// sent.
+    pub async fn mark_sending(&self, peer: PeerId) -> Result<(), PairError> {
+        {
+            let mut state = self.state();
+            if state.marked.contains(&peer)
+                || self.upload_pair(&mut state, peer)?.latest().is_some()
+            {
+                return Ok(());
+            }
+        }
+        let pair = Pair {
+            uploader: self.me,
+            downloader: peer,
+        };
+        self.blocking(move |store| {
+            store.mark_unreceipted(&pair)?;
+            store.flush()
+        })
+        .await?;
+        self.state().marked.insert(peer);
+        Ok(())
     }
 
     /// Counts `len` payload bytes sent to `peer`, due at par.
@@ -326,11 +378,19 @@ impl Pairs {
                 _ => pair.countersign(&self.identity, &proposal)?,
             }
         };
-        // It signs: its debt is counted again from what it signed for.
-        self.state().forgiven.remove(&peer);
+        // It signs: its debt is counted again from what it signed for, and its receipt stands
+        // in for the mark.
+        let marked = {
+            let mut state = self.state();
+            state.forgiven.remove(&peer);
+            state.marked.remove(&peer)
+        };
         let receipt = *verified.receipt();
         self.blocking(move |store| {
             store.apply(&verified)?;
+            if marked {
+                store.unmark_unreceipted(&verified.pair())?;
+            }
             store.flush()
         })
         .await?;

@@ -338,6 +338,11 @@ async fn serve_chunk(
             return Ok(writer.send(&internal(&error)).await?);
         }
     }
+    // A first send to a pair with no receipt is marked durably before the bytes leave.
+    if let Err(error) = shared.pairs.mark_sending(peer).await {
+        refund_turn(shared, len);
+        return Ok(writer.send(&internal(&error)).await?);
+    }
     let bytes = match shared
         .content_blocking(move |c| c.read_chunk(&content, index))
         .await
