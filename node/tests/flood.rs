@@ -231,6 +231,13 @@ fn check_outcomes(seeder: &TestNode, outcomes: &[Outcome]) {
     // Clients on their own address, one key each round: each key that misbehaved after its
     // handshake was banned.
     assert!(banned_keys > 0, "no key was banned");
+    // An operator sees the bans in the metrics.
+    let figures = tally_node::daemon::metrics::snapshot(seeder.shared());
+    assert!(figures.banned_keys >= banned_keys as u64, "{figures:?}");
+    assert!(
+        figures.banned_addresses >= flood::shared_ips().len() as u64,
+        "{figures:?}"
+    );
 }
 
 fn kind_name(kind: Kind) -> &'static str {

@@ -88,6 +88,10 @@ pub struct MetricsSnapshot {
     pub events_published: u64,
     /// Clients subscribed to the event stream now.
     pub event_subscribers: u64,
+    /// Peer keys banned now for misbehaving.
+    pub banned_keys: u64,
+    /// Source addresses banned now (their packets are ignored).
+    pub banned_addresses: u64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +112,11 @@ struct StateLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabel {
     class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -293,6 +302,15 @@ pub fn render(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
     );
     by_label(
         r,
+        "banned",
+        "Peer keys and source addresses banned now for misbehaving",
+        [
+            (KindLabel { kind: "key" }, s.banned_keys),
+            (KindLabel { kind: "address" }, s.banned_addresses),
+        ],
+    );
+    by_label(
+        r,
         "book_orders",
         "Orders resting in the book, by side",
         [
@@ -376,6 +394,7 @@ mod tests {
             standing_above: vec![0.2, 0.6],
             downloads: vec![("complete".into(), 2)],
             trades: vec![("agreed".into(), 1)],
+            banned_keys: 4,
             ..MetricsSnapshot::default()
         };
         let text = render(&snapshot).unwrap();
@@ -391,6 +410,8 @@ mod tests {
             "tally_standing_count 2",
             "tally_downloads{state=\"complete\"} 2",
             "tally_trades{state=\"agreed\"} 1",
+            "tally_banned{kind=\"key\"} 4",
+            "tally_banned{kind=\"address\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1191,6 +1191,16 @@ fn metrics_are_prometheus_text_behind_the_api_key() {
         "{}",
         reply.body
     );
+    for line in [
+        "tally_banned{kind=\"address\"} 3",
+        "tally_banned{kind=\"key\"} 0",
+    ] {
+        assert!(
+            reply.body.lines().any(|l| l == line),
+            "{line}: {}",
+            reply.body
+        );
+    }
     let refused = server.send("GET", "/metrics", &[], None);
     refused.error(401, "unauthorized");
     assert_eq!(refused.header("www-authenticate"), Some("Bearer"));

@@ -73,5 +73,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
         trades: trades.into_iter().collect(),
         events_published: shared.events.published(),
         event_subscribers: shared.events.subscribers() as u64,
+        banned_keys: shared.peers.banned_keys() as u64,
+        banned_addresses: shared.peers.banned_addresses() as u64,
     }
 }

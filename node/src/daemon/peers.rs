@@ -240,6 +240,24 @@ impl Peers {
             .collect()
     }
 
+    /// Keys banned now.
+    pub fn banned_keys(&self) -> usize {
+        let now = Instant::now();
+        self.table()
+            .banned
+            .values()
+            .filter(|until| **until > now)
+            .count()
+    }
+
+    /// Source addresses banned now, if this table charges penalties to addresses
+    /// ([`Peers::with_admission`]).
+    pub fn banned_addresses(&self) -> usize {
+        self.admission
+            .as_ref()
+            .map_or(0, |admission| admission.banned().len())
+    }
+
     /// Whether `peer` is banned now.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
         let mut table = self.table();

@@ -393,6 +393,7 @@ impl NodeApi for FakeNode {
     async fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
         Ok(MetricsSnapshot {
             bytes_up: 42,
+            banned_addresses: 3,
             ..MetricsSnapshot::default()
         })
     }
