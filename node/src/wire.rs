@@ -94,7 +94,7 @@ pub enum OrderMessage {
 }
 
 /// The two pairs between two peers, from the sender's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatestReceipts {
     /// The latest receipt in which the sender uploaded to the receiver.
     pub sender_uploaded: Option<Receipt>,

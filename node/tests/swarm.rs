@@ -15,7 +15,8 @@ use tally_node::config::Config;
 use tally_node::content::CHUNK_SIZE;
 use tally_node::daemon::Behaviour;
 use tally_node::daemon::fetch::{self, Phase};
-use tally_node::wire::{RefusalCode, Request, Response};
+use tally_node::transport::ErrorCode;
+use tally_node::wire::{LatestReceipts, RefusalCode, Request, Response};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_seeders_one_leecher_get_the_file_and_matching_receipts() {
@@ -410,6 +411,46 @@ async fn a_restarted_uploader_countersigns_what_it_sent_before_the_pairs_first_r
         matches!(answer, Response::Countersigned(_)),
         "the next claim was answered {answer:?}"
     );
+    node.node.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Keys that connect, exchange latest receipts and go without a transfer leave nothing behind
+/// in the node's pair tables, however many come; a key that took a chunk is still held (the
+/// bytes it was sent count against it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_come_and_go_without_a_transfer_leave_no_pair_state_behind() {
+    let node = TestNode::start(Behaviour::default()).await;
+    let bytes = payload(CHUNK_SIZE as usize, 10);
+    let content = node.share(&bytes);
+    let addr = node.node.quic_addr().unwrap();
+    let (taker_endpoint, taker) = raw_client("tally").await;
+    let taker_conn = taker_endpoint.dial(node.id(), addr).await.unwrap();
+    take_chunk(&taker_conn, content, 0, &bytes).await;
+    for _ in 0..20 {
+        let (endpoint, key) = raw_client("tally").await;
+        let conn = endpoint.dial(node.id(), addr).await.unwrap();
+        let answer = ask(&conn, &Request::Latest(LatestReceipts::default())).await;
+        assert!(matches!(answer, Response::Latest(_)), "{answer:?}");
+        // Both of its pairs exist at the node while it is connected.
+        assert_eq!(node.shared().pairs.held(), (2, 1));
+        conn.close(ErrorCode::Normal, "done");
+        let key = key.peer_id();
+        wait_for("the node to see the key go", || {
+            node.shared().peers.connection(&key).is_none()
+        })
+        .await;
+        wait_for("the key's idle pairs to be dropped", || {
+            node.shared().pairs.held() == (1, 0)
+        })
+        .await;
+    }
+    taker_conn.close(ErrorCode::Normal, "done");
+    let taker = taker.peer_id();
+    wait_for("the node to see the taker go", || {
+        node.shared().peers.connection(&taker).is_none()
+    })
+    .await;
+    assert_eq!(node.shared().pairs.held(), (1, 0));
     node.node.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

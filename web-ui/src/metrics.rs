@@ -92,6 +92,10 @@ pub struct MetricsSnapshot {
     pub banned_keys: u64,
     /// Source addresses banned now (their packets are ignored).
     pub banned_addresses: u64,
+    /// Receipt chains held in memory in which this node uploads.
+    pub pairs_up: u64,
+    /// Receipt chains held in memory in which this node downloads.
+    pub pairs_down: u64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -311,6 +315,15 @@ pub fn render(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
     );
     by_label(
         r,
+        "pairs_held",
+        "Receipt chains with peers held in memory, by this node's role (up: it uploads)",
+        [
+            (RoleLabel { role: "up" }, s.pairs_up),
+            (RoleLabel { role: "down" }, s.pairs_down),
+        ],
+    );
+    by_label(
+        r,
         "book_orders",
         "Orders resting in the book, by side",
         [
@@ -395,6 +408,7 @@ mod tests {
             downloads: vec![("complete".into(), 2)],
             trades: vec![("agreed".into(), 1)],
             banned_keys: 4,
+            pairs_up: 6,
             ..MetricsSnapshot::default()
         };
         let text = render(&snapshot).unwrap();
@@ -412,6 +426,7 @@ mod tests {
             "tally_trades{state=\"agreed\"} 1",
             "tally_banned{kind=\"key\"} 4",
             "tally_banned{kind=\"address\"} 0",
+            "tally_pairs_held{role=\"up\"} 6",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -47,6 +47,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
         let state = crate::market::state_name(trade.trade.state());
         *trades.entry(state.to_owned()).or_insert(0) += 1;
     }
+    let (pairs_up, pairs_down) = shared.pairs.held();
     MetricsSnapshot {
         uptime_s: shared.started.elapsed().as_secs(),
         bytes_up: count(&shared.bytes_up),
@@ -75,5 +76,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
         event_subscribers: shared.events.subscribers() as u64,
         banned_keys: shared.peers.banned_keys() as u64,
         banned_addresses: shared.peers.banned_addresses() as u64,
+        pairs_up: pairs_up as u64,
+        pairs_down: pairs_down as u64,
     }
 }

@@ -291,6 +291,44 @@ impl Pairs {
         Ok(self.upload_pair(&mut state, peer)?.unacknowledged())
     }
 
+    /// Drops what this node holds in memory of its pairs with `peer` when nothing has happened
+    /// in them: no receipt, nothing sent or received, no proposal made, no mark, nothing
+    /// written off. Loading such a pair again gives the same state, so this is safe at any
+    /// time; called when a peer disconnects, it keeps keys that connect and go without doing
+    /// anything (a flood of fresh keys) from growing the tables for good. Returns how many of
+    /// the two pairs were dropped.
+    pub fn forget_idle(&self, peer: PeerId) -> usize {
+        let mut state = self.state();
+        let busy = state.proposing.contains(&peer)
+            || state.marked.contains(&peer)
+            || state.forgiven.contains_key(&peer);
+        if busy {
+            return 0;
+        }
+        let mut dropped = 0;
+        if state
+            .uploads
+            .get(&peer)
+            .is_some_and(|pair| pair.latest().is_none() && pair.sent_bytes() == 0)
+        {
+            state.uploads.remove(&peer);
+            dropped += 1;
+        }
+        if state.downloads.get(&peer).is_some_and(|pair| {
+            pair.latest().is_none() && pair.received_bytes() == 0 && pair.last_proposal().is_none()
+        }) {
+            state.downloads.remove(&peer);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// The pairs held in memory: (this node uploading, this node downloading).
+    pub fn held(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.uploads.len(), state.downloads.len())
+    }
+
     /// Claims the right to propose to `peer` (one proposal in flight per pair). Returns false
     /// if one is already on its way; call [`Pairs::done_proposing`] when it is answered.
     pub fn start_proposing(&self, peer: PeerId) -> bool {

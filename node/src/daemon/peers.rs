@@ -574,6 +574,7 @@ pub async fn drive(shared: Arc<Shared>, conn: Connection, direction: Direction) 
         }
         super::events::peer_disconnected(&shared, peer);
         shared.peers.unregister(&conn);
+        shared.pairs.forget_idle(peer);
     }
     .instrument(span)
     .await;
