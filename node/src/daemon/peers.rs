@@ -36,6 +36,10 @@ pub const FIRST_REDIAL: Duration = Duration::from_millis(500);
 pub const MAX_REDIAL: Duration = Duration::from_secs(60);
 /// Ended connections remembered for the API's peer list, at most; the oldest are forgotten.
 pub const MAX_PAST_CONNECTIONS: usize = 256;
+/// Keys whose penalty points are remembered, at most. Past it, expired bans and the points of
+/// keys neither connected nor banned are forgotten (their source addresses keep theirs), so a
+/// stream of fresh keys that each misbehave a little does not grow the table for good.
+pub const MAX_PENALIZED_KEYS: usize = 65_536;
 
 /// Which side dialed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +116,14 @@ pub struct OfflinePeer {
 }
 
 impl Table {
+    /// Forgets expired bans, and the penalty points of keys neither connected nor banned.
+    fn prune(&mut self, now: Instant) {
+        self.banned.retain(|_, until| *until > now);
+        let (live, banned) = (&self.live, &self.banned);
+        self.penalties
+            .retain(|peer, _| live.contains_key(peer) || banned.contains_key(peer));
+    }
+
     /// Remembers the ended connection `entry` of `peer`, forgetting the oldest past the cap.
     fn remember(&mut self, peer: PeerId, entry: &PeerEntry) {
         self.past.insert(peer, PastConnection::of(entry));
@@ -281,6 +293,9 @@ impl Peers {
     /// Returns whether it is banned now.
     pub fn penalize(&self, peer: PeerId, points: u32, why: &str) -> bool {
         let mut table = self.table();
+        if !table.penalties.contains_key(&peer) && table.penalties.len() >= MAX_PENALIZED_KEYS {
+            table.prune(Instant::now());
+        }
         let total = table.penalties.entry(peer).or_insert(0);
         *total = total.saturating_add(points);
         let total = *total;
@@ -288,6 +303,9 @@ impl Peers {
         self.charge_source(&mut table, peer, points, why);
         if total < BAN_THRESHOLD {
             return false;
+        }
+        if table.banned.len() >= MAX_PENALIZED_KEYS {
+            table.prune(Instant::now());
         }
         table.banned.insert(peer, Instant::now() + BAN_DURATION);
         if let Some(entry) = table.live.remove(&peer) {
@@ -614,4 +632,39 @@ pub async fn request(conn: &Connection, request: &Request) -> anyhow::Result<Res
         .recv::<Response>()
         .await?
         .ok_or_else(|| anyhow::anyhow!("the peer closed the stream without answering"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> PeerId {
+        let mut bytes = [0; 32];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        PeerId(bytes)
+    }
+
+    #[test]
+    fn fresh_keys_that_each_misbehave_a_little_do_not_grow_the_table_for_good() {
+        let peers = Peers::new(8);
+        let banned = key(u32::MAX);
+        assert!(peers.penalize(banned, BAN_THRESHOLD, "test"));
+        let many = u32::try_from(MAX_PENALIZED_KEYS).unwrap() * 2;
+        for n in 0..many {
+            assert!(!peers.penalize(key(n), 10, "test"));
+        }
+        let table = peers.table();
+        assert!(
+            table.penalties.len() <= MAX_PENALIZED_KEYS,
+            "{}",
+            table.penalties.len()
+        );
+        // A banned key keeps its ban and its points.
+        assert!(table.banned.contains_key(&banned));
+        assert_eq!(table.penalties.get(&banned), Some(&BAN_THRESHOLD));
+        drop(table);
+        assert!(peers.is_banned(&banned));
+        // The latest key's points are still counted.
+        assert_eq!(peers.penalty(&key(many - 1)), 10);
+    }
 }
