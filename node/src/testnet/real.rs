@@ -144,6 +144,8 @@ struct Slot {
     last: Totals,
     orders_posted: BTreeSet<usize>,
     generation: u32,
+    /// When its node last started, on the run's clock.
+    running_since_s: f64,
 }
 
 impl Slot {
@@ -210,8 +212,44 @@ struct Holding {
     t_s: f64,
     /// Whether every running node held the same receipts.
     agreed: bool,
-    /// BLAKE3 over the union of what they held.
-    union: [u8; 32],
+    /// Each running node's slot, when it started, and BLAKE3 over the receipts it held.
+    held: Vec<(usize, f64, [u8; 32])>,
+}
+
+/// The receipts a node holds, each as (uploader, downloader, seq).
+type ReceiptSet = BTreeSet<(PeerId, PeerId, u64)>;
+
+/// BLAKE3 over a set of receipts, each as (uploader, downloader, seq).
+fn set_hash<'r>(set: impl IntoIterator<Item = &'r (PeerId, PeerId, u64)>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for (up, down, seq) in set {
+        hasher.update(up.as_bytes());
+        hasher.update(down.as_bytes());
+        hasher.update(&seq.to_le_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// Gossip convergence from `holdings`: for every node running at the last sample, the moment
+/// from which it held the final set for good, less the later of the newest receipt's time and
+/// the node's start (a node that starts after the newest receipt cannot hold it sooner); the
+/// most of these. `None` unless every node held the same set at the last sample.
+fn convergence_s(holdings: &[Holding], newest_s: f64) -> Option<f64> {
+    let last = holdings.last().filter(|h| h.agreed)?;
+    let mut worst: f64 = 0.0;
+    for &(slot, since_s, final_hash) in &last.held {
+        let settled_from = holdings
+            .iter()
+            .rposition(|h| {
+                !h.held
+                    .iter()
+                    .any(|&(s, since, hash)| s == slot && since == since_s && hash == final_hash)
+            })
+            .map_or(0, |i| i + 1);
+        let from_s = holdings[settled_from].t_s;
+        worst = worst.max(from_s - newest_s.max(since_s));
+    }
+    Some(worst.max(0.0))
 }
 
 impl<'a> Run<'a> {
@@ -364,6 +402,7 @@ impl<'a> Run<'a> {
                     last: Totals::default(),
                     orders_posted: BTreeSet::new(),
                     generation: 0,
+                    running_since_s: 0.0,
                 });
                 lock(&self.overview).nodes.push(OverviewRow {
                     group: group.name.clone(),
@@ -419,6 +458,7 @@ impl<'a> Run<'a> {
         }
         let client = running.client.clone();
         self.slots[index].running = Some(running);
+        self.slots[index].running_since_s = self.elapsed_s();
         self.slots[index].last = Totals::default();
         // Holders share their content.
         for (c, item) in self.scenario.content.iter().enumerate() {
@@ -771,26 +811,23 @@ impl<'a> Run<'a> {
     /// Reads every running node's receipts and notes whether they agree.
     fn hold(&mut self, now: f64) -> anyhow::Result<BTreeMap<usize, Vec<Receipt>>> {
         let exports = self.exports()?;
-        let sets: Vec<BTreeSet<(PeerId, PeerId, u64)>> = exports
-            .values()
-            .map(|receipts| {
-                receipts
+        let sets: Vec<(usize, ReceiptSet)> = exports
+            .iter()
+            .map(|(&slot, receipts)| {
+                let set = receipts
                     .iter()
                     .map(|r| (r.uploader, r.downloader, r.seq))
-                    .collect()
+                    .collect();
+                (slot, set)
             })
             .collect();
-        let union: BTreeSet<&(PeerId, PeerId, u64)> = sets.iter().flatten().collect();
-        let mut hasher = blake3::Hasher::new();
-        for (up, down, seq) in union {
-            hasher.update(up.as_bytes());
-            hasher.update(down.as_bytes());
-            hasher.update(&seq.to_le_bytes());
-        }
         self.holdings.push(Holding {
             t_s: now,
-            agreed: sets.windows(2).all(|w| w[0] == w[1]),
-            union: *hasher.finalize().as_bytes(),
+            agreed: sets.windows(2).all(|w| w[0].1 == w[1].1),
+            held: sets
+                .iter()
+                .map(|(slot, set)| (*slot, self.slots[*slot].running_since_s, set_hash(set)))
+                .collect(),
         });
         Ok(exports)
     }
@@ -818,20 +855,11 @@ impl<'a> Run<'a> {
             }
             std::thread::sleep(Duration::from_millis(250));
         };
-        // From the newest receipt to the first moment from which every node held the final
-        // set, as sampled (every second on small networks).
-        let newest_ms = exports.values().flatten().map(|r| r.time_ms).max();
-        if let (Some(last), Some(newest_ms)) = (self.holdings.last(), newest_ms)
-            && last.agreed
-        {
-            let settled_from = self
-                .holdings
-                .iter()
-                .rposition(|h| !(h.agreed && h.union == last.union))
-                .map_or(0, |i| i + 1);
+        // From the newest receipt (or a node's later start) to the first moment from which
+        // each node held the final set, as sampled (every second on small networks).
+        if let Some(newest_ms) = exports.values().flatten().map(|r| r.time_ms).max() {
             let newest_s = newest_ms.saturating_sub(self.started_ms) as f64 / 1000.0;
-            let agreed_s = self.holdings[settled_from].t_s;
-            self.obs.gossip_convergence_s = Some((agreed_s - newest_s).max(0.0));
+            self.obs.gossip_convergence_s = convergence_s(&self.holdings, newest_s);
         }
         Ok(exports)
     }
@@ -1202,5 +1230,64 @@ fn stop(runtime: &tokio::runtime::Runtime, running: Running) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_s: f64, held: &[(usize, f64, u8)]) -> Holding {
+        Holding {
+            t_s,
+            agreed: held.windows(2).all(|w| w[0].2 == w[1].2),
+            held: held
+                .iter()
+                .map(|&(slot, since, set)| (slot, since, [set; 32]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn convergence_runs_from_the_newest_receipt_to_the_last_node_holding_it() {
+        // Node 1 holds the final set (1) from t = 12; node 0 from t = 11.
+        let holdings = [
+            sample(10.0, &[(0, 0.0, 0), (1, 0.0, 0)]),
+            sample(11.0, &[(0, 0.0, 1), (1, 0.0, 0)]),
+            sample(12.0, &[(0, 0.0, 1), (1, 0.0, 1)]),
+            sample(13.0, &[(0, 0.0, 1), (1, 0.0, 1)]),
+        ];
+        assert_eq!(convergence_s(&holdings, 10.5), Some(1.5));
+    }
+
+    #[test]
+    fn a_node_that_starts_after_the_newest_receipt_is_timed_from_its_start() {
+        // Everyone holds the final set from t = 12; a new node (slot 2) starts at 20.5 with
+        // nothing and holds it at 22.
+        let holdings = [
+            sample(11.0, &[(0, 0.0, 0), (1, 0.0, 0)]),
+            sample(12.0, &[(0, 0.0, 1), (1, 0.0, 1)]),
+            sample(21.0, &[(0, 0.0, 1), (1, 0.0, 1), (2, 20.5, 0)]),
+            sample(22.0, &[(0, 0.0, 1), (1, 0.0, 1), (2, 20.5, 1)]),
+            sample(23.0, &[(0, 0.0, 1), (1, 0.0, 1), (2, 20.5, 1)]),
+        ];
+        assert_eq!(convergence_s(&holdings, 10.0), Some(2.0));
+        // A node restarted in the same slot is timed from its new start.
+        let restarted = [
+            sample(12.0, &[(0, 0.0, 1), (1, 0.0, 1)]),
+            sample(30.0, &[(0, 0.0, 1), (1, 29.0, 0)]),
+            sample(31.0, &[(0, 0.0, 1), (1, 29.0, 1)]),
+        ];
+        assert_eq!(convergence_s(&restarted, 10.0), Some(2.0));
+    }
+
+    #[test]
+    fn no_convergence_is_reported_while_the_nodes_disagree() {
+        let holdings = [
+            sample(12.0, &[(0, 0.0, 1), (1, 0.0, 1)]),
+            sample(13.0, &[(0, 0.0, 1), (1, 0.0, 2)]),
+        ];
+        assert_eq!(convergence_s(&holdings, 10.0), None);
+        assert_eq!(convergence_s(&[], 10.0), None);
     }
 }
