@@ -16,13 +16,13 @@ use crate::routes::ApiRoute;
 pub const BEARER_SCHEME: &str = "api_key";
 
 /// Adds to every operation the error responses the middleware in front of every handler can
-/// give (401 without the right key, 403 for a foreign Host header) and those a node can answer
-/// on any route (500, 503), each with an `ErrorBody`; and declares the bearer key as the
-/// document's security scheme.
+/// give (401 without the right key, 403 for a foreign Host header, 408 for a body too slow,
+/// 413 for one too large) and those a node can answer on any route (500, 503), each with an
+/// `ErrorBody`; and declares the bearer key as the document's security scheme.
 pub struct CommonResponses;
 
 /// Responses every route can give: status and when.
-const COMMON: [(&str, &str); 4] = [
+const COMMON: [(&str, &str); 6] = [
     (
         "401",
         "No API key, or the wrong one (`WWW-Authenticate: Bearer`).",
@@ -31,6 +31,11 @@ const COMMON: [(&str, &str); 4] = [
         "403",
         "The Host header does not name this node (DNS rebinding defence).",
     ),
+    (
+        "408",
+        "The request body did not arrive within 10 s of its headers.",
+    ),
+    ("413", "The request body is larger than 64 KiB."),
     ("500", "A fault in the node."),
     ("503", "The node cannot answer now (starting or stopping)."),
 ];

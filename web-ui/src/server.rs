@@ -2,11 +2,11 @@
 //! listener until a shutdown signal.
 //!
 //! Every request passes, outermost first: a tracing span (method, path, status — never
-//! headers), reading the whole body (at most [`MAX_BODY_BYTES`], so that a refusal leaves the
-//! kept-alive connection usable), the Host check against DNS rebinding
-//! ([`ApiAuth::allowed_hosts`]), the body limit ([`MAX_BODY_BYTES`]), then for `/api/v1` the API-key check, then the handler. Every error on
-//! that path — including unknown routes, wrong methods and bodies that do not parse — is an
-//! [`ApiError`] rendered as JSON.
+//! headers), reading the whole body (at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`],
+//! so that a refusal leaves the kept-alive connection usable), the Host check against DNS
+//! rebinding ([`ApiAuth::allowed_hosts`]), the body limit ([`MAX_BODY_BYTES`]), then for
+//! `/api/v1` the API-key check, then the handler. Every error on that path — including unknown
+//! routes, wrong methods and bodies that do not parse — is an [`ApiError`] rendered as JSON.
 
 use std::fmt;
 use std::future::Future;
@@ -44,6 +44,10 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// The largest request body the server reads; a larger one is answered 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a request's body may take to arrive once its headers have; a slower one is
+/// answered 408, so a client that trickles a body cannot hold one of the connections for good.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The most connections served at once; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -290,7 +294,22 @@ async fn trace_request(request: Request, next: Next) -> Response {
 /// request then finds it gone; with the body read, refusals keep the connection usable.
 async fn read_body_first(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    );
+    let Ok(read) = read.await else {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response();
+    };
+    match read {
         Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
         Err(error) if too_large(&error) => ApiError::payload_too_large(format!(
             "the request body is larger than {MAX_BODY_BYTES} bytes"

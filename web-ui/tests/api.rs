@@ -447,6 +447,35 @@ fn a_refused_request_whose_body_comes_late_keeps_the_connection_usable() {
 }
 
 #[test]
+fn a_body_that_never_arrives_is_408_and_frees_the_connection() {
+    use std::io::Write as _;
+    let server = start();
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    // Well past the server's 10 s.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    write!(
+        writer,
+        "POST /api/v1/session HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"api_key\"",
+        server.addr
+    )
+    .unwrap();
+    writer.flush().unwrap();
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 408, "{body}");
+    let error: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(error.code, "request_timeout");
+    // And the server lets the connection go (end of stream, not the read timeout).
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
 fn a_foreign_host_is_403_even_with_the_key() {
     let server = start();
     let port = server.addr.port();
@@ -973,7 +1002,7 @@ fn the_openapi_document_describes_every_route_and_nothing_else() {
             responses.keys().any(|s| s.starts_with('2')),
             "{what}: no success"
         );
-        for status in ["401", "403", "500"] {
+        for status in ["401", "403", "408", "413", "500"] {
             assert!(has(status), "{what}: no {status}");
         }
         if path.contains('{') {
