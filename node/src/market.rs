@@ -615,7 +615,8 @@ impl Market {
         }
         let sent = reserve(credits_for(len, terms.price_per_gib.min(GIB)))?;
         if sent == Window::Open {
-            *moved.entry(entry.id).or_insert(0) += len;
+            let counted = moved.entry(entry.id).or_insert(0);
+            *counted = counted.saturating_add(len);
             entry.counted = entry.counted.saturating_add(len);
             if delivering > 0
                 && let Err(why) = entry.trade.deliver(delivering, u64::MAX, now_ms)

@@ -306,6 +306,19 @@ fn delivery_and_receipts_carry_a_trade_to_settled_on_both_sides() {
     );
 }
 
+/// Found by the `market` fuzz target (a 300 s run): the seller's count of the bytes moved
+/// under a trade added without a bound, and a trade as large as a u64 with two chunks of
+/// half that overflowed it (a panic with overflow checks on).
+#[test]
+fn bytes_moved_under_a_trade_as_large_as_a_u64_do_not_overflow() {
+    let (seller, _buyer, _seller_id, buyer_id) = agreed_pair(u64::MAX, GIB);
+    let half = u64::MAX / 2 + 1;
+    for now in [NOW, NOW + 1, NOW + 2] {
+        let _ = try_send(&seller, &buyer_id, half, u64::MAX, now);
+    }
+    assert_eq!(seller.trades(NOW + 2).len(), 1);
+}
+
 #[test]
 fn a_buyer_never_owes_a_trade_more_than_its_credit_window() {
     const MIB: u64 = 1 << 20;
