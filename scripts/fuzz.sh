@@ -63,13 +63,13 @@ for target in "${targets[@]}"; do
     -artifact_prefix="$artifacts/") >"$log" 2>&1
   status=$?
   set -e
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
   if [ "$status" -eq 0 ]; then
     printf '   %-14s %10s runs in %s s, corpus %s inputs\n' "$target" "${runs:-?}" "$seconds" \
       "$(find "$corpus" -type f | wc -l)"
   else
     printf '   %-14s FAILED (exit %s); log: %s\n' "$target" "$status" "$log"
-    grep -E 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written|out-of-memory|timeout' "$log" | head -20 || true
+    grep -aE 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written|out-of-memory|timeout' "$log" | head -20 || true
     failed+=("$target")
   fi
 done
