@@ -404,16 +404,23 @@ fn read_response(stream: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, 
     (status, String::from_utf8(body).unwrap())
 }
 
+/// A plain TCP connection to `server`: a writer, and a buffered reader whose reads give up
+/// after 60 s (well past the server's 10 s body timeout) rather than hang a test.
+fn raw_connection(
+    server: &Server,
+) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    (stream.try_clone().unwrap(), std::io::BufReader::new(stream))
+}
+
 #[test]
 fn a_refused_request_whose_body_comes_late_keeps_the_connection_usable() {
     use std::io::Write as _;
     let server = start();
-    let stream = std::net::TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = std::io::BufReader::new(stream);
+    let (mut writer, mut reader) = raw_connection(&server);
     let body = r#"{"upload_bytes_per_s": 1000}"#;
     // The refusal is known from the headers alone; the body follows a moment later, as it may
     // from any client that writes headers and body separately.
@@ -450,13 +457,7 @@ fn a_refused_request_whose_body_comes_late_keeps_the_connection_usable() {
 fn a_body_that_never_arrives_is_408_and_frees_the_connection() {
     use std::io::Write as _;
     let server = start();
-    let stream = std::net::TcpStream::connect(server.addr).unwrap();
-    // Well past the server's 10 s.
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = std::io::BufReader::new(stream);
+    let (mut writer, mut reader) = raw_connection(&server);
     write!(
         writer,
         "POST /api/v1/session HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
